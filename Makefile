@@ -1,0 +1,33 @@
+# The two commands a new user runs on a fresh machine with only python3:
+#   make demo   sets everything up, then builds, verifies, trains and evaluates a network on CIFAR-10 (CPU)
+#   make test   sets everything up, then runs the test suite
+# Each creates .venv and installs the pinned CPU build of PyTorch there when no torch is present.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-all bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/operad demo
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: install
+	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,204 @@
+"""Convolutions: ``conv``, ``depthwise`` and ``pointwise``."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from ._util import ceil_div, floordiv, pair, spectral_norm
+from .field import Channels, Field
+from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
+
+__all__ = ["Conv", "conv", "depthwise", "pointwise", "conv_out_size"]
+
+
+def conv_out_size(n, k: int, stride: int, dilation: int, pad_total):
+    """Output length of a convolution along one axis (ints or sympy)."""
+    return floordiv(n + pad_total - dilation * (k - 1) - 1, stride) + 1
+
+
+def _examples(draw):
+    from hypothesis import strategies as st
+    cin = draw(st.integers(1, 6))
+    k = draw(st.sampled_from([1, 2, 3, 5]))
+    stride = draw(st.sampled_from([1, 1, 2]))
+    dilation = draw(st.sampled_from([1, 1, 2])) if k > 1 and stride == 1 else 1
+    depthwise_ = draw(st.booleans())
+    groups = cin if depthwise_ else 1
+    out = cin * draw(st.integers(1, 2)) if depthwise_ else draw(st.integers(1, 6))
+    padding = draw(st.sampled_from(["same", "valid", 1]))
+    mode = draw(st.sampled_from(["zeros", "circular"])) if padding == "same" else "zeros"
+    bias = draw(st.booleans())
+    h = draw(st.integers(max(8, dilation * k + 1), 14))
+    w = draw(st.integers(max(8, dilation * k + 1), 14))
+    term = conv(out, k=k, stride=stride, dilation=dilation, groups=groups, bias=bias,
+                padding=padding, padding_mode=mode)
+    return term, Field(cin), (h, w)
+
+
+@register_family("conv", examples=_examples)
+@dataclass(frozen=True, repr=False)
+class Conv(Term):
+    """A 2-D convolution. ``out=None`` keeps the input width; ``groups=0`` means
+    one group per input channel (depthwise)."""
+
+    out: Optional[Channels] = None
+    k: Union[int, Tuple[int, int]] = 3
+    stride: int = 1
+    dilation: int = 1
+    groups: int = 1
+    bias: bool = True
+    padding: Union[str, int] = "same"
+    padding_mode: str = "zeros"
+    _positional = ("out",)
+    linear = True
+
+    def __post_init__(self):
+        if self.padding not in ("same", "valid") and not (isinstance(self.padding, int) and self.padding >= 0):
+            raise ValueError(f"conv padding must be 'same', 'valid' or a non-negative int; got {self.padding!r}")
+        if self.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
+            raise ValueError(f"conv padding_mode must be 'zeros', 'circular', 'reflect' or 'replicate'; "
+                             f"got {self.padding_mode!r}")
+        for name in ("stride", "dilation"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"conv {name} must be a positive int; got {v!r}")
+        kh, kw = pair(self.k)
+        if kh < 1 or kw < 1:
+            raise ValueError(f"conv k must be positive; got {self.k!r}")
+
+    # -- shape -----------------------------------------------------------------
+    def _groups(self, t: Field):
+        return t.channels if self.groups == 0 else self.groups
+
+    def _out(self, t: Field):
+        if self.out is None:
+            return t.channels
+        return self.out
+
+    def _pads(self):
+        """Total padding per axis (top+bottom, left+right) and whether torch's 'same' is used."""
+        kh, kw = pair(self.k)
+        if self.padding == "valid":
+            return (0, 0), False
+        if isinstance(self.padding, int):
+            return (2 * self.padding, 2 * self.padding), False
+        if self.stride == 1 and ((kh - 1) * self.dilation % 2 or (kw - 1) * self.dilation % 2):
+            return ((kh - 1) * self.dilation, (kw - 1) * self.dilation), True
+        return (2 * (self.dilation * (kh - 1) // 2), 2 * (self.dilation * (kw - 1) // 2)), False
+
+    def out_type(self, t):
+        self.require_real(t)
+        g, out = self._groups(t), self._out(t)
+        if isinstance(t.channels, int) and t.channels % g:
+            self.reject(f"input channels divisible by groups={g}", t)
+        if isinstance(out, int) and isinstance(g, int) and out % g:
+            raise ValueError(f"conv out={out} must be divisible by groups={g}")
+        return Field(out)
+
+    def out_size(self, t, size):
+        (ph, pw), _ = self._pads()
+        kh, kw = pair(self.k)
+        return (conv_out_size(size[0], kh, self.stride, self.dilation, ph),
+                conv_out_size(size[1], kw, self.stride, self.dilation, pw))
+
+    def cost(self, t, size):
+        kh, kw = pair(self.k)
+        out, g = self._out(t), self._groups(t)
+        cin = t.channels
+        per_group = cin // g if isinstance(cin, int) and isinstance(g, int) else cin / g
+        per_out = per_group * kh * kw
+        params = out * per_out + (out if self.bias else 0)
+        ho, wo = self.out_size(t, size)
+        return Cost(params, out * per_out * ho * wo)
+
+    # -- properties ---------------------------------------------------------------
+    def _pointwise(self) -> bool:
+        return pair(self.k) == (1, 1) and self.stride == 1 and self.padding in ("same", "valid", 0)
+
+    def equivariance(self, t):
+        if self._pointwise():
+            return ALL_TRANSFORMS
+        if self.padding == "same" and self.padding_mode == "circular" and not self._pads()[1]:
+            return frozenset({"shift"})
+        return frozenset()
+
+    def lipschitz_bound(self, m, size=None):
+        kh, kw = pair(self.k)
+        if self.dilation == 1:
+            overlap = ceil_div(kh, self.stride) * ceil_div(kw, self.stride)
+        else:
+            overlap = kh * kw
+        w = m.weight
+        g = m.groups
+        norms = [spectral_norm(wg) for wg in w.chunk(g, dim=0)]
+        return max(norms) * math.sqrt(overlap)
+
+    def build(self, t):
+        (ph, pw), torch_same = self._pads()
+        padding = "same" if torch_same else (ph // 2, pw // 2)
+        m = nn.Conv2d(t.channels, self._out(t), pair(self.k), stride=self.stride, padding=padding,
+                      dilation=self.dilation, groups=self._groups(t), bias=self.bias,
+                      padding_mode=self.padding_mode)
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+        return m
+
+
+@op("conv")
+def conv(out: Optional[Channels] = None, k=3, stride: int = 1, dilation: int = 1, groups: int = 1,
+         bias: bool = True, padding: Union[str, int] = "same", padding_mode: str = "zeros") -> Conv:
+    """A 2-D convolution to ``out`` channels.
+
+    ``padding="same"`` keeps the size at stride 1 (and gives ``ceil(H/stride)``
+    for odd kernels at larger strides); ``padding_mode="circular"`` makes it
+    commute with circular shifts.
+
+    >>> from operad import ops, Field
+    >>> ops.conv(16, k=3, stride=2).bind(Field(3)).out_type
+    Field(16)
+    """
+    return Conv(out, k, stride, dilation, groups, bias, padding, padding_mode)
+
+
+@op("conv")
+def depthwise(k=3, stride: int = 1, multiplier: int = 1, dilation: int = 1, bias: bool = True,
+              padding: Union[str, int] = "same", padding_mode: str = "zeros") -> Conv:
+    """A depthwise convolution: one k x k filter per channel (``multiplier`` per channel).
+
+    >>> from operad import ops, Field
+    >>> ops.depthwise(3).bind(Field(8)).weight.shape
+    torch.Size([8, 1, 3, 3])
+    """
+    if multiplier == 1:
+        return Conv(None, k, stride, dilation, 0, bias, padding, padding_mode)
+    return _DepthwiseMultiplier(k, stride, multiplier, dilation, bias, padding, padding_mode)
+
+
+@op("conv")
+def pointwise(out: Optional[Channels] = None, bias: bool = True, groups: int = 1) -> Conv:
+    """A 1x1 convolution (channel mixing at every pixel).
+
+    >>> from operad import ops, Field
+    >>> ops.pointwise(4).bind(Field(8)).weight.shape
+    torch.Size([4, 8, 1, 1])
+    """
+    return Conv(out, 1, 1, 1, groups, bias, "same", "zeros")
+
+
+@dataclass(frozen=True, repr=False)
+class _DepthwiseMultiplier(Conv):
+    """Depthwise convolution with ``multiplier`` filters per input channel."""
+
+    multiplier: int = 1
+
+    def __init__(self, k, stride, multiplier, dilation, bias, padding, padding_mode):
+        object.__setattr__(self, "multiplier", multiplier)
+        Conv.__init__(self, None, k, stride, dilation, 0, bias, padding, padding_mode)
+
+    def _out(self, t):
+        return t.channels * self.multiplier

@@ -1,0 +1,6 @@
+"""Symbolic facts and numeric verification: costs, Lipschitz bounds, equivariance."""
+from . import cost as _cost_mod, transforms, verify
+from .cost import H, W, cost, count
+from .summary import Summary, summary
+
+__all__ = ["H", "W", "cost", "count", "summary", "Summary", "verify", "transforms"]

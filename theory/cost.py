@@ -1,0 +1,89 @@
+"""Exact costs: symbolic from the expression, counted from the module.
+
+>>> from operad import ops, Field, cost
+>>> import sympy
+>>> C = sympy.Symbol("C", positive=True, integer=True)
+>>> cost(ops.conv(C, k=3, bias=False) >> ops.conv(C, k=3, bias=False), Field(C)).params
+18*C**2
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Tuple, Union
+
+import sympy
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..operators.field import Field
+from ..operators.term import Cost, Term
+
+__all__ = ["H", "W", "cost", "count", "Cost"]
+
+H, W = sympy.symbols("H W", positive=True, integer=True)
+
+
+def _resolve(obj, in_type) -> Tuple[Term, Field]:
+    if isinstance(obj, nn.Module):
+        if not hasattr(obj, "term"):
+            raise TypeError(f"{type(obj).__name__} is not a bound operad module (no .term); "
+                            f"bind a term first or use operad.theory.count for plain modules")
+        return obj.term, in_type or obj.in_type
+    if isinstance(obj, Term):
+        if in_type is None:
+            raise TypeError("cost(term, in_type) needs the input field, e.g. cost(term, Field(3))")
+        return obj, Field(in_type) if isinstance(in_type, int) else in_type
+    raise TypeError(f"cost takes a term or a bound module; got {type(obj).__name__}")
+
+
+def cost(obj: Union[Term, nn.Module], in_type: Optional[Field] = None,
+         size: Optional[Sequence[int]] = None) -> Cost:
+    """Parameters and multiply-adds of a term or bound module, for one sample.
+
+    Without ``size`` the result is exact in the symbols :data:`H` and :data:`W`
+    (the input's height and width; strided layers give ``floor`` terms); with
+    ``size=(H, W)`` it is a number, or a polynomial in symbolic channels.
+    MACs follow :class:`torch.utils.flop_counter.FlopCounterMode` (see :class:`Cost`).
+    """
+    term, t = _resolve(obj, in_type)
+    if t.rank == 2:
+        sz = (H, W) if size is None else tuple(size)
+    else:
+        sz = None
+    c = term.cost(t, sz)
+    return Cost(_clean(c.params), _clean(c.macs))
+
+
+def _clean(e):
+    if isinstance(e, float) and e.is_integer():
+        return int(e)
+    if isinstance(e, sympy.Basic):
+        e = sympy.nsimplify(sympy.expand(e)) if e.has(sympy.Float) else sympy.expand(e)
+        if e.is_Integer:
+            return int(e)
+    return e
+
+
+def count(module: nn.Module, x_or_shape: Union[torch.Tensor, Sequence[int]]) -> Cost:
+    """Measure a module: parameters by ``numel`` and MACs as half the FLOPs
+    that :class:`~torch.utils.flop_counter.FlopCounterMode` counts, per sample.
+
+    >>> from operad import ops, Field
+    >>> m = ops.conv(8, bias=False).bind(Field(3))
+    >>> count(m, (1, 3, 10, 10))
+    Cost(params=216, macs=21600)
+    """
+    x = x_or_shape if isinstance(x_or_shape, torch.Tensor) else torch.randn(*x_or_shape)
+    params = sum(p.numel() for p in module.parameters())
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as fc:
+            module(x)
+    finally:
+        module.train(was_training)
+    flops = fc.get_total_flops()
+    batch = x.shape[0]
+    if flops % (2 * batch):
+        return Cost(params, flops / (2 * batch))
+    return Cost(params, flops // (2 * batch))
