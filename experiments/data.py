@@ -1,0 +1,531 @@
+"""Data sets: CIFAR-10/100 and CamVid, decoded once into cached uint8 arrays.
+
+Layouts understood (below a data root, see :func:`data_root`):
+
+* CIFAR-10, python pickle batches: ``cifar-10-batches-py/data_batch_{1..5}``,
+  ``test_batch``, ``batches.meta`` (lossless; preferred when present);
+* CIFAR-10, image folders: ``cifar10/{train,test}/<class>/*.jpg|png``;
+* CIFAR-100, python pickle: ``cifar-100-python/{train,test,meta}``
+  (or image folders ``cifar100/{train,test}/<class>/...``);
+* CamVid, SegNet layout: ``camvid/{train,val,test}.txt`` listing
+  ``image annotation`` pairs; 11 classes, index 11 is void (ignored).
+
+Decoded arrays are cached (``$OPERAD_CACHE``, else ``~/.cache/operad``) in a
+file keyed by a checksum of the source file list, sizes and mtimes, so a
+changed source rebuilds the cache. Example::
+
+    >>> from operad.experiments.data import load_dataset
+    >>> train = load_dataset("cifar10", "train", subset=100)   # doctest: +SKIP
+    >>> train.images.shape, train.images.dtype                 # doctest: +SKIP
+    ((1000, 32, 32, 3), dtype('uint8'))
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["ArrayData", "DataError", "data_root", "cache_dir", "load_dataset", "download",
+           "DATASETS", "CIFAR10_CLASSES", "CAMVID_CLASSES", "stratified_subset", "decode_images"]
+
+CACHE_VERSION = 1
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
+                  "Pedestrian", "Bicyclist"]
+CAMVID_VOID = 11
+
+MEAN_STD = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "camvid": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+ARCHIVES = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                "c58f30108f718f92721af3b95e74349a", "cifar-10-batches-py"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                 "eb9058c3a382ffc7106e4002c42a8d85", "cifar-100-python"),
+}
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+class DataError(RuntimeError):
+    """A data file is missing, truncated or not what was expected."""
+
+
+@dataclass
+class ArrayData:
+    """A whole split in memory: ``images`` uint8 (N, H, W, 3); ``labels`` int64
+    (N,) for classification or uint8 (N, H, W) label maps for segmentation."""
+
+    name: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray
+    classes: List[str]
+    task: str = "classification"
+    ignore_index: Optional[int] = None
+    mean: Tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: Tuple[float, float, float] = (0.25, 0.25, 0.25)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (f"ArrayData({self.name}/{self.split}: {len(self)} x {tuple(self.images.shape[1:])} uint8, "
+                f"{self.num_classes} classes, {self.task}, from {self.source})")
+
+
+# ----------------------------------------------------------------------------- roots and caches
+
+def data_root(explicit: Optional[str] = None) -> str:
+    """The data root: ``explicit`` (``--data``), else ``$OPERAD_DATA``, else ``./data``.
+
+    >>> data_root("/tmp/x")
+    '/tmp/x'
+    """
+    root = explicit or os.environ.get("OPERAD_DATA") or "data"
+    return os.path.abspath(os.path.expanduser(root))
+
+
+def cache_dir() -> str:
+    """Where decoded arrays are cached: ``$OPERAD_CACHE``, else ``$XDG_CACHE_HOME/operad``
+    (``~/.cache/operad``)."""
+    d = os.environ.get("OPERAD_CACHE")
+    if not d:
+        d = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "operad")
+    return os.path.abspath(d)
+
+
+def _fingerprint(paths: Sequence[str], extra: str = "") -> str:
+    """SHA-1 over each source file's path, size and mtime (and ``extra``)."""
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{extra}".encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            raise DataError(f"missing data file {p}") from None
+        h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _atomic_save_npz(path: str, **arrays) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _cached(key: str, sources: Sequence[str], build: Callable[[], Dict[str, np.ndarray]],
+            use_cache: bool = True, extra: str = "") -> Dict[str, np.ndarray]:
+    """Load ``key``'s arrays from the cache when the sources are unchanged; else
+    build them, write the cache atomically and remove stale versions."""
+    if not use_cache:
+        return build()
+    digest = _fingerprint(sources, extra)
+    d = cache_dir()
+    path = os.path.join(d, f"{key}-{digest}.npz")
+    if os.path.exists(path):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except Exception:  # a damaged cache is rebuilt, never trusted
+            os.unlink(path)
+    arrays = build()
+    try:
+        _atomic_save_npz(path, **arrays)
+        for old in os.listdir(d):
+            if old.startswith(key + "-") and old.endswith(".npz") and old != os.path.basename(path):
+                try:
+                    os.unlink(os.path.join(d, old))
+                except OSError:
+                    pass
+    except OSError:
+        pass  # a read-only cache directory is not an error, only slower
+    return arrays
+
+
+# ----------------------------------------------------------------------------- image decoding
+
+def _decode_one(path: str, size: Optional[Tuple[int, int]], mode: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if mode == "RGB" and im.mode != "RGB":
+                im = im.convert("RGB")
+            elif mode == "L" and im.mode not in ("L", "P"):
+                raise DataError(f"{path}: expected an 8-bit single-channel label image, got mode {im.mode}")
+            arr = np.asarray(im, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(f"missing image file {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode as an image ({e}); expected a complete "
+                        f"{'RGB' if mode == 'RGB' else 'label'} image file") from None
+    if size is not None and arr.shape[:2] != tuple(size):
+        raise DataError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} pixels; expected {size[1]}x{size[0]}")
+    return arr
+
+
+def decode_images(paths: Sequence[str], size: Optional[Tuple[int, int]] = None, mode: str = "RGB",
+                  threads: Optional[int] = None, desc: str = "decoding") -> np.ndarray:
+    """Decode image files into one uint8 array with a thread pool (PIL releases
+    the GIL while decoding). Every image must have ``size`` (H, W) if given,
+    else the size of the first one.
+
+    >>> decode_images([]).shape
+    (0,)
+    """
+    if not paths:
+        return np.zeros((0,), np.uint8)
+    if size is None:
+        size = _decode_one(paths[0], None, mode).shape[:2]
+    chans = () if mode == "L" else (3,)
+    out = np.empty((len(paths),) + tuple(size) + chans, np.uint8)
+    threads = threads or min(16, 2 * (os.cpu_count() or 1))
+    chunk = max(64, len(paths) // (threads * 8) + 1)
+
+    def work(lo: int) -> int:
+        for i in range(lo, min(lo + chunk, len(paths))):
+            out[i] = _decode_one(paths[i], size, mode)
+        return min(chunk, len(paths) - lo)
+
+    starts = list(range(0, len(paths), chunk))
+    bar = _bar(len(paths), desc) if len(paths) > 5000 else None
+    with ThreadPoolExecutor(threads) as ex:
+        for n in ex.map(work, starts):
+            if bar is not None:
+                bar.update(n)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------- subsets
+
+def stratified_subset(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """Indices of the first ``per_class`` samples of every class, in original order.
+
+    >>> stratified_subset(np.array([0, 1, 0, 1, 0, 2]), 2).tolist()
+    [0, 1, 2, 3, 5]
+    """
+    labels = np.asarray(labels)
+    keep = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        keep[np.flatnonzero(labels == c)[:per_class]] = True
+    return np.flatnonzero(keep)
+
+
+# ----------------------------------------------------------------------------- CIFAR: pickle layout
+
+def _unpickle(path: str, keys: Sequence[bytes]) -> dict:
+    if not os.path.isfile(path):
+        raise DataError(f"missing CIFAR batch file {path}")
+    try:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+            IndexError, KeyError, MemoryError) as e:
+        raise DataError(f"{path}: truncated or corrupt CIFAR pickle batch ({type(e).__name__}: {e}); "
+                        f"expected a python pickle with keys {[k.decode() for k in keys]}") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: expected a dict in the CIFAR pickle batch, got {type(d).__name__}")
+    d = {(k.encode() if isinstance(k, str) else k): v for k, v in d.items()}
+    missing = [k.decode() for k in keys if k not in d]
+    if missing:
+        raise DataError(f"{path}: CIFAR pickle batch lacks keys {missing}; expected {[k.decode() for k in keys]}")
+    return d
+
+
+def _cifar_pickle_arrays(folder: str, files: Sequence[str], label_key: bytes) -> Dict[str, np.ndarray]:
+    xs, ys = [], []
+    for name in files:
+        path = os.path.join(folder, name)
+        d = _unpickle(path, [b"data", label_key])
+        data = np.asarray(d[b"data"], dtype=np.uint8)
+        labels = np.asarray(d[label_key], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
+            raise DataError(f"{path}: data has shape {data.shape} with {labels.shape[0]} labels; "
+                            f"expected (N, 3072) uint8 rows (3x32x32, channel-major) and N labels")
+        xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        ys.append(labels)
+    return {"images": np.ascontiguousarray(np.concatenate(xs)), "labels": np.concatenate(ys)}
+
+
+def _cifar_meta(path: str, key: bytes, n: int) -> List[str]:
+    if not os.path.isfile(path):
+        return CIFAR10_CLASSES if n == 10 else [str(i) for i in range(n)]
+    d = _unpickle(path, [key])
+    return [c.decode() if isinstance(c, bytes) else str(c) for c in d[key]]
+
+
+# ----------------------------------------------------------------------------- image-folder layout
+
+def _folder_listing(split_dir: str, per_class: Optional[int]) -> Tuple[List[str], List[str], np.ndarray]:
+    if not os.path.isdir(split_dir):
+        raise DataError(f"missing folder {split_dir}; expected <split>/<class>/<image files>")
+    classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    if not classes:
+        raise DataError(f"{split_dir} has no class folders; expected {split_dir}/<class>/<image files>")
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        names = sorted(n for n in os.listdir(os.path.join(split_dir, c)) if n.lower().endswith(IMAGE_EXTS))
+        if per_class:
+            names = names[:per_class]
+        paths += [os.path.join(split_dir, c, n) for n in names]
+        labels += [i] * len(names)
+    return classes, paths, np.asarray(labels, np.int64)
+
+
+def _load_folder(name: str, split: str, split_dir: str, per_class: Optional[int], use_cache: bool,
+                 class_order: Optional[List[str]], size: Tuple[int, int]) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    classes, paths, labels = _folder_listing(split_dir, per_class)
+    if class_order and sorted(class_order) == classes:  # keep the usual label order
+        remap = np.array([class_order.index(c) for c in classes])
+        labels = remap[labels]
+        classes = list(class_order)
+    key = f"{name}-folder-{split}" + (f"-sub{per_class}" if per_class else "")
+    arrays = _cached(key, paths, lambda: {"images": decode_images(paths, size, desc=f"{name}/{split}"),
+                                          "labels": labels}, use_cache, extra=split_dir)
+    return arrays, classes
+
+
+# ----------------------------------------------------------------------------- data sets
+
+def _find(root: str, candidates: Sequence[str]) -> Optional[str]:
+    for c in candidates:
+        p = os.path.join(root, c) if c else root
+        if os.path.isdir(p):
+            return p
+    return None
+
+
+def _load_cifar(which: int, split: str, root: str, subset: Optional[int], use_cache: bool) -> ArrayData:
+    if split not in ("train", "test", "val"):
+        raise DataError(f"CIFAR-{which} has splits 'train' and 'test' (or 'val' for test); got {split!r}")
+    split = "test" if split == "val" else split
+    name = f"cifar{which}"
+    pickle_dir = "cifar-10-batches-py" if which == 10 else "cifar-100-python"
+    pdir = _find(root, [pickle_dir, os.path.join(name, pickle_dir)])
+    if pdir is None and os.path.basename(root.rstrip("/")) == pickle_dir:
+        pdir = root
+    mean, std = MEAN_STD[name]
+    if pdir is not None:
+        if which == 10:
+            files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+            label_key, meta, meta_key = b"labels", "batches.meta", b"label_names"
+        else:
+            files, label_key, meta, meta_key = [split], b"fine_labels", "meta", b"fine_label_names"
+        srcs = [os.path.join(pdir, f) for f in files]
+        for s in srcs:
+            if not os.path.isfile(s):
+                raise DataError(f"missing CIFAR batch file {s}; expected the standard {pickle_dir} layout "
+                                f"({', '.join(files)})")
+        arrays = _cached(f"{name}-pickle-{split}", srcs,
+                         lambda: _cifar_pickle_arrays(pdir, files, label_key), use_cache, extra=pdir)
+        classes = _cifar_meta(os.path.join(pdir, meta), meta_key, which)
+        images, labels, source = arrays["images"], arrays["labels"], pdir
+        if subset:
+            idx = stratified_subset(labels, subset)
+            images, labels = images[idx], labels[idx]
+    else:
+        fdir = _find(root, [name, os.path.join(name, "images"), ""])
+        if fdir is None or not os.path.isdir(os.path.join(fdir, split)):
+            raise DataError(
+                f"CIFAR-{which} not found under {root}: expected {os.path.join(root, pickle_dir)}/ (pickle batches) "
+                f"or {os.path.join(root, name, split)}/<class>/*.jpg (image folders). Set --data or $OPERAD_DATA, "
+                f"or pass download=True (operad ... --download) to fetch the official archive.")
+        arrays, classes = _load_folder(name, split, os.path.join(fdir, split), subset, use_cache,
+                                       CIFAR10_CLASSES if which == 10 else None, (32, 32))
+        images, labels, source = arrays["images"], arrays["labels"], os.path.join(fdir, split)
+    n = len(classes)
+    if labels.size and (labels.min() < 0 or labels.max() >= n):
+        raise DataError(f"{source}: labels range over [{labels.min()}, {labels.max()}]; expected 0..{n - 1}")
+    return ArrayData(name, split, images, labels.astype(np.int64), classes, "classification", None, mean, std, source)
+
+
+def _camvid_pairs(folder: str, split: str) -> List[Tuple[str, str]]:
+    lst = os.path.join(folder, f"{split}.txt")
+    if not os.path.isfile(lst):
+        raise DataError(f"missing CamVid list file {lst}; expected lines 'image annotation' (SegNet layout)")
+    pairs = []
+    with open(lst) as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2:
+                raise DataError(f"{lst}:{n}: expected 'image annotation', got {line.strip()!r}")
+            fixed = []
+            for p in parts:
+                q = os.path.join(folder, p.lstrip("/"))
+                if not os.path.exists(q):  # SegNet's lists carry /SegNet/CamVid/<dir>/<file>
+                    q = os.path.join(folder, *p.replace("\\", "/").split("/")[-2:])
+                if not os.path.isfile(q):
+                    raise DataError(f"{lst}:{n}: missing file {q} (listed as {p!r})")
+                fixed.append(q)
+            pairs.append((fixed[0], fixed[1]))
+    if not pairs:
+        raise DataError(f"{lst} lists no images")
+    return pairs
+
+
+def _load_camvid(split: str, root: str, subset: Optional[int], use_cache: bool) -> ArrayData:
+    folder = _find(root, ["camvid", "CamVid", ""])
+    if folder is None or not os.path.isfile(os.path.join(folder, f"{split}.txt")):
+        folder = os.path.join(root, "camvid")
+    pairs = _camvid_pairs(folder, split)
+    if subset:
+        pairs = pairs[:subset]
+    imgs, anns = [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def build():
+        x = decode_images(imgs, None, "RGB", desc=f"camvid/{split}")
+        y = decode_images(anns, x.shape[1:3], "L", desc=f"camvid/{split} labels")
+        bad = np.flatnonzero((y > CAMVID_VOID).reshape(len(y), -1).any(1))
+        if bad.size:
+            raise DataError(f"{anns[bad[0]]}: label values up to {int(y[bad[0]].max())}; "
+                            f"expected class indices 0..10 and 11 for void")
+        return {"images": x, "labels": y}
+
+    arrays = _cached(f"camvid-{split}" + (f"-sub{subset}" if subset else ""), imgs + anns, build, use_cache,
+                     extra=folder)
+    mean, std = MEAN_STD["camvid"]
+    return ArrayData("camvid", split, arrays["images"], arrays["labels"], list(CAMVID_CLASSES), "segmentation",
+                     CAMVID_VOID, mean, std, folder)
+
+
+DATASETS = ("cifar10", "cifar100", "camvid")
+
+
+def load_dataset(name: str, split: str = "train", root: Optional[str] = None, subset: Optional[int] = None,
+                 download: bool = False, use_cache: bool = True) -> ArrayData:
+    """Load a split as uint8 arrays.
+
+    ``subset``: for classification, the first ``subset`` images of each class;
+    for CamVid, the first ``subset`` listed frames. ``download``: fetch the
+    official CIFAR archive (md5-verified) into the root if it is not there.
+
+    >>> d = load_dataset("cifar10", "test", root="/work/shared/data", subset=2)  # doctest: +SKIP
+    >>> len(d), d.classes[0]                                                     # doctest: +SKIP
+    (20, 'airplane')
+    """
+    root = data_root(root)
+    key = name.lower().replace("-", "")
+    if key not in DATASETS:
+        import difflib
+
+        close = difflib.get_close_matches(key, DATASETS, n=1)
+        raise DataError(f"unknown data set {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                        + f" (known: {', '.join(DATASETS)})")
+    if key == "camvid":
+        return _load_camvid(split, root, subset, use_cache)
+    which = 10 if key == "cifar10" else 100
+    if download:
+        try:
+            return _load_cifar(which, split, root, subset, use_cache)
+        except DataError:
+            download_cifar(key, root)
+    return _load_cifar(which, split, root, subset, use_cache)
+
+
+# ----------------------------------------------------------------------------- download
+
+def _md5(path: str) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, dest_dir: str, md5: str, filename: Optional[str] = None, extract: bool = True) -> str:
+    """Fetch ``url`` into ``dest_dir``, verify its md5, and unpack a tar archive
+    (members may not escape ``dest_dir``). Returns the archive path. Any URL
+    urllib opens works, ``file://`` included.
+
+    >>> download("file:///nonexistent.tar.gz", "/tmp", "0" * 32)  # doctest: +SKIP
+    Traceback (most recent call last):
+    DataError: cannot download file:///nonexistent.tar.gz: ...
+    """
+    os.makedirs(dest_dir, exist_ok=True)
+    filename = filename or os.path.basename(urllib.parse.urlparse(url).path) or "download"
+    path = os.path.join(dest_dir, filename)
+    if not (os.path.isfile(path) and _md5(path) == md5):
+        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+                total = int(resp.headers.get("Content-Length") or 0)
+                bar = _bar(total, f"download {filename}") if total > (1 << 22) else None
+                while True:
+                    block = resp.read(1 << 20)
+                    if not block:
+                        break
+                    out.write(block)
+                    if bar is not None:
+                        bar.update(len(block))
+                if bar is not None:
+                    bar.close()
+            got = _md5(tmp)
+            if got != md5:
+                raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}; the file was discarded")
+            os.replace(tmp, path)
+        except DataError:
+            raise
+        except OSError as e:
+            raise DataError(f"cannot download {url}: {e}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    if extract:
+        try:
+            with tarfile.open(path) as tar:
+                base = os.path.realpath(dest_dir)
+                for m in tar.getmembers():
+                    target = os.path.realpath(os.path.join(dest_dir, m.name))
+                    if not (target == base or target.startswith(base + os.sep)) or m.issym() or m.islnk():
+                        raise DataError(f"{path}: archive member {m.name!r} would escape {dest_dir}")
+                tar.extractall(dest_dir)
+        except tarfile.TarError as e:
+            raise DataError(f"{path}: corrupt or truncated tar archive ({e})") from None
+    return path
+
+
+def download_cifar(name: str, root: Optional[str] = None, url: Optional[str] = None,
+                   md5: Optional[str] = None) -> str:
+    """Download and unpack the official CIFAR-10/100 python archive into the data root."""
+    default_url, default_md5, folder = ARCHIVES[name]
+    root = data_root(root)
+    download(url or default_url, root, md5 or default_md5, filename=os.path.basename(default_url))
+    return os.path.join(root, folder)
