@@ -1,0 +1,360 @@
+"""The ``operad`` command.
+
+    operad demo                                   # the end-to-end tour (CPU, ~minutes)
+    operad train CONFIG.toml [key=value ...] [--resume] [--only NAME]
+    operad eval RUN_DIR                           # accuracy / mIoU, confusion matrix
+    operad robustness RUN_DIR [--jpeg] [--shift] [--rotation]
+    operad list [PATTERN]                         # registered models and bundled configs
+    operad summary MODEL|EXPR                     # table of types, costs, Lipschitz bounds
+    operad verify MODEL|EXPR                      # numerical checks of the algebra's claims
+    operad results [RUNS_DIR ...]                 # Markdown table + plot of finished runs
+
+Heavy imports (models, theory) happen inside each command.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional, Sequence
+
+__all__ = ["main", "DEMO_EXPR"]
+
+DEMO_EXPR = ("ops.conv(24) >> ops.bn() >> ops.relu() >> ops.max_pool() "
+             ">> ops.residual(ops.conv(24) >> ops.bn() >> ops.relu() >> ops.conv(24) >> ops.bn()) >> ops.relu() "
+             ">> ops.conv(48, stride=2) >> ops.bn() >> ops.relu() "
+             ">> ops.residual(ops.conv(48) >> ops.bn() >> ops.relu() >> ops.conv(48) >> ops.bn()) >> ops.relu() "
+             ">> ops.global_pool() >> ops.linear(10)")
+
+
+def _configs_dir() -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def _model_from_spec(spec: str, num_classes: int = 10, in_chans: int = 3):
+    """A registered model name, or an expression over ``ops``; returns (module, input_shape)."""
+    if "ops." in spec or ">>" in spec:
+        from operad.experiments.config import Config
+        from operad.experiments.train import build_model
+
+        m = build_model(Config(model_expr=spec), num_classes, in_chans)
+        return m, (1, in_chans, 32, 32)
+    from operad.models import create_model
+
+    m = create_model(spec)
+    size = getattr(m, "default_input_size", (in_chans, 32, 32))
+    return m, (1,) + tuple(size)
+
+
+def _parse_shape(s: Optional[str]):
+    return tuple(int(v) for v in s.replace("x", ",").split(",")) if s else None
+
+
+# ----------------------------------------------------------------------------- commands
+
+def cmd_train(a) -> int:
+    from operad.experiments.train import train
+
+    ov = list(a.overrides)
+    if a.data:
+        ov.append(f"data_root={json.dumps(a.data)}")
+    if a.download:
+        ov.append("download=true")
+    if a.out:
+        ov.append(f"out_dir={json.dumps(a.out)}")
+    res = train(a.config, ov, resume=a.resume, overwrite=a.overwrite, profile=a.profile, only=a.only or None)
+    rs = res if isinstance(res, list) else [res]
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if rank0:
+        from operad.experiments.results import results_table
+
+        print(results_table(rs))
+    return 0
+
+
+def _load(a):
+    from operad.experiments.data import load_dataset
+    from operad.experiments.train import _val_split, load_run_model
+
+    device = a.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
+    model, cfg, classes = load_run_model(a.run, use_ema=not a.no_ema, device=device)
+    split = a.split or _val_split(cfg.dataset)
+    data = load_dataset(cfg.dataset, split, a.data or cfg.data_root or None, a.subset or None)
+    return model, cfg, data, device
+
+
+def cmd_eval(a) -> int:
+    from operad.experiments.augment import DeviceBatches
+    from operad.experiments.evaluate import evaluate
+    from operad.experiments.plots import plot_confusion
+
+    model, cfg, data, device = _load(a)
+    r = evaluate(model, DeviceBatches(data, a.batch_size, device))
+    out = a.out or (a.run if os.path.isdir(a.run) else os.path.dirname(a.run))
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"eval-{data.split}.json"), "w") as f:
+        json.dump(r, f, indent=2)
+    plot_confusion(r["confusion_matrix"], data.classes, os.path.join(out, f"confusion-{data.split}.png"),
+                   f"{cfg.name}: {data.name}/{data.split}")
+    keys = ("top1", "top5", "mean_iou", "pixel_accuracy", "loss")
+    print(f"{cfg.name} on {data.name}/{data.split} ({len(data)} images): "
+          + ", ".join(f"{k} {r[k]:.4f}" for k in keys if k in r))
+    for c, v in r["per_class_accuracy"].items():
+        extra = f"  IoU {r['iou'][c]:.4f}" if "iou" in r else ""
+        print(f"  {c:<12} acc {v:.4f}{extra}")
+    print(f"wrote {os.path.join(out, f'eval-{data.split}.json')} and confusion-{data.split}.png")
+    return 0
+
+
+def cmd_robustness(a) -> int:
+    from operad.experiments import evaluate as _  # noqa: F401
+    ev = sys.modules["operad.experiments.evaluate"]
+
+    model, cfg, data, device = _load(a)
+    out = a.out or os.path.join(a.run if os.path.isdir(a.run) else os.path.dirname(a.run), "robustness")
+    which = [k for k in ("jpeg", "shift", "rotation") if getattr(a, k)] or \
+        (["jpeg", "shift", "rotation"] if data.task == "classification" else ["rotation"])
+    res = {}
+    if "jpeg" in which:
+        res["jpeg"] = ev.jpeg_sweep(model, data, device, a.batch_size, out_dir=out, label=cfg.name)
+        q = res["jpeg"]["quality"]
+        print("JPEG quality -> top-1: " + ", ".join(f"q{k} {v:.4f}" for k, v in q.items())
+              + f"; mean over CIFAR-10-C severities {res['jpeg']['mean_corrupted']:.4f}")
+    if "shift" in which:
+        res["shift"] = ev.shift_consistency(model, data, device, a.batch_size, a.max_shift, a.shift_mode,
+                                            out_dir=out, label=cfg.name)
+        print(f"shift consistency (random shifts up to {a.max_shift}px): {res['shift']['consistency']:.4f}")
+    if "rotation" in which:
+        angles = [float(v) for v in a.angles.split(",")] if a.angles else cfg.rotation_angles
+        res["rotation"] = ev.rotation_sweep(model, data, device, a.batch_size, angles, out_dir=out, label=cfg.name)
+        print("rotation -> " + ", ".join(f"{k}deg {v:.4f}" for k, v in res["rotation"]["angle"].items()))
+    print(f"wrote JSON and PNG files to {out}")
+    return 0
+
+
+def cmd_list(a) -> int:
+    from operad.models import list_models
+
+    names = list_models(a.pattern)
+    print(f"models ({len(names)}):")
+    try:
+        from operad.models.registry import MODELS
+    except ImportError:  # pragma: no cover
+        MODELS = {}
+    for n in names:
+        e = MODELS.get(n)
+        extra = f"  [{e.task}, input {e.input_size}]" if e is not None else ""
+        print(f"  {n}{extra}")
+    cfgs = sorted(f[:-5] for f in os.listdir(_configs_dir()) if f.endswith(".toml")) \
+        if os.path.isdir(_configs_dir()) else []
+    print(f"configs ({len(cfgs)}) in {_configs_dir()}:")
+    for c in cfgs:
+        print(f"  {c}")
+    return 0
+
+
+def cmd_summary(a) -> int:
+    from operad import summary
+
+    model, shape = _model_from_spec(a.model, a.num_classes)
+    shape = _parse_shape(a.input) or shape
+    print(summary(model, shape))
+    return 0
+
+
+def cmd_verify(a) -> int:
+    from operad.theory.verify import run_all
+
+    model, shape = _model_from_spec(a.model, a.num_classes)
+    shape = _parse_shape(a.input) or shape
+    reports = run_all(model.double() if a.double else model, shape, seed=a.seed)
+    print(f"verification of {a.model} at input {shape}:")
+    for r in reports:
+        print("  " + str(r))
+    bad = [r for r in reports if r.ok is False]
+    print(f"{len(reports) - len(bad)} of {len(reports)} checks hold" + ("" if not bad else
+          f"; VIOLATED: {', '.join(r.check for r in bad)}"))
+    return 1 if bad else 0
+
+
+def cmd_results(a) -> int:
+    from operad.experiments.results import collect_results, plot_results, results_table
+
+    rows = collect_results(a.runs or ["runs"])
+    md = results_table(rows)
+    print(md)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(md)
+    if rows and a.plot:
+        print(f"plot: {plot_results(rows, a.plot)}")
+    return 0
+
+
+def cmd_demo(a) -> int:
+    import torch
+
+    from operad import Field, ops, summary
+    from operad.experiments.config import Config
+    from operad.experiments.data import load_dataset
+    from operad.experiments.train import build_model, train_run
+    from operad.theory.verify import run_all
+
+    t_start = time.perf_counter()
+    expr = a.expr or DEMO_EXPR
+    print(f"1. the network, as an expression:\n   {expr}\n")
+    model = build_model(Config(model_expr=expr), 10)
+    print("2. its summary (types, exact costs, Lipschitz bounds, symmetries):")
+    print(summary(model, (1, 3, 32, 32)))
+    print("\n3. verification of the algebra's claims on the bound module:")
+    for r in run_all(model.double(), (1, 3, 32, 32)):
+        print("   " + str(r))
+    model = model.float()
+    print("\n4. data")
+    train_data = load_dataset("cifar10", "train", a.data, a.subset or None, a.download)
+    test_data = load_dataset("cifar10", "test", a.data, a.test_subset or None, a.download)
+    print(f"   {train_data}\n   {test_data}")
+    # calibrate: how many images per second does this machine train?
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    probe = build_model(Config(model_expr=expr), 10)
+    opt = torch.optim.SGD(probe.parameters(), lr=0.01)
+    x = torch.randn(a.batch_size, 3, 32, 32)
+    y = torch.randint(0, 10, (a.batch_size,))
+    for i in range(4):
+        if i == 1:
+            t0 = time.perf_counter()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(probe(x), y).backward()
+        opt.step()
+    ips = 3 * a.batch_size / (time.perf_counter() - t0)
+    budget_imgs = ips * a.budget * 0.85
+    epochs = max(1, int(budget_imgs // len(train_data)))
+    steps = 0 if budget_imgs >= len(train_data) else max(10, int(budget_imgs // a.batch_size))
+    print(f"   this machine trains ~{ips:.0f} images/s; budget {a.budget:.0f}s -> "
+          + (f"{epochs} epoch(s)" if not steps else f"{steps} steps ({steps * a.batch_size} images)"))
+    cfg = Config(name=a.name, experiment="demo", model_expr=expr, dataset="cifar10", out_dir=a.out, epochs=epochs,
+                 max_steps=steps, batch_size=a.batch_size, eval_batch_size=500, optimizer="sgd", lr=0.1,
+                 schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, log_every=10,
+                 robustness=["jpeg", "shift", "rotation"], measure_speed=True,
+                 claim="a network written as an operad expression trains like any nn.Module")
+    print(f"\n5. training ({cfg.out_dir}/{cfg.name})")
+    res = train_run(cfg, overwrite=True, model=model, train_data=train_data, val_data=test_data)
+    print(f"\n6. evaluation on {len(test_data)} CIFAR-10 test images: top-1 {res['top1']:.4f}, "
+          f"top-5 {res['top5']:.4f}")
+    j, s, r = res["jpeg"], res["shift"], res["rotation"]
+    print("   JPEG quality -> top-1: " + ", ".join(f"q{k} {v:.3f}" for k, v in j["quality"].items())
+          + f" (mean over CIFAR-10-C severities {j['mean_corrupted']:.3f})")
+    print(f"   shift consistency {s['consistency']:.3f}; rotation: "
+          + ", ".join(f"{k}deg {v:.3f}" for k, v in r["angle"].items()))
+    print(f"   training {res['train_img_per_s']:.0f} images/s, inference {res['infer_img_per_s']:.0f} images/s")
+    run_dir = res["run_dir"]
+    print(f"\n7. files in {run_dir}: " + ", ".join(sorted(os.listdir(run_dir))))
+    print(f"   plots: curves.png, confusion.png, robustness/jpeg.png, robustness/shift.png, robustness/rotation.png")
+    print(f"\ndemo finished in {time.perf_counter() - t_start:.0f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="operad", description="operad: train, evaluate and inspect operator networks")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser("train", help="train the runs of a TOML config")
+    t.add_argument("config", help="a TOML file, or the name of a bundled config (operad list)")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.05 cpu.epochs=1")
+    t.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="start again even if the run directory holds a run")
+    t.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
+    t.add_argument("--download", action="store_true", help="download the official CIFAR archive if missing")
+    t.add_argument("--out", help="output folder for runs (default runs/)")
+    t.add_argument("--profile", choices=("cpu", "gpu"), help="which override table applies (default: by device)")
+    t.add_argument("--only", action="append", metavar="NAME", help="train only this run (repeatable)")
+    t.set_defaults(fn=cmd_train)
+
+    for name, fn, hlp in (("eval", cmd_eval, "evaluate a finished run"),
+                          ("robustness", cmd_robustness, "JPEG, shift and rotation robustness of a run")):
+        e = sub.add_parser(name, help=hlp)
+        e.add_argument("run", help="a run directory (or a final.pt / checkpoint.pt)")
+        e.add_argument("--data", help="data root")
+        e.add_argument("--split", help="split (default: test for CIFAR, val for CamVid)")
+        e.add_argument("--subset", type=int, default=0, help="first N images per class (frames for CamVid)")
+        e.add_argument("--batch-size", type=int, default=256)
+        e.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+        e.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
+        e.add_argument("--out", help="output folder (default: the run directory)")
+        if name == "robustness":
+            e.add_argument("--jpeg", action="store_true", help="JPEG qualities 75 (clean) and 80, 65, 58, 50, 40")
+            e.add_argument("--shift", action="store_true", help="shift consistency")
+            e.add_argument("--rotation", action="store_true", help="accuracy against rotation angle")
+            e.add_argument("--angles", help="comma-separated angles in degrees")
+            e.add_argument("--max-shift", type=int, default=4)
+            e.add_argument("--shift-mode", default="zeros", choices=("zeros", "reflect", "circular"))
+        e.set_defaults(fn=fn)
+
+    ls = sub.add_parser("list", help="registered models and bundled configs")
+    ls.add_argument("pattern", nargs="?", default="*")
+    ls.set_defaults(fn=cmd_list)
+
+    for name, fn, hlp in (("summary", cmd_summary, "types, costs and bounds of a model, node by node"),
+                          ("verify", cmd_verify, "numerical checks of a model's claimed properties")):
+        s = sub.add_parser(name, help=hlp)
+        s.add_argument("model", help="a registered model name, or an expression such as \"ops.conv(8) >> ops.relu()\"")
+        s.add_argument("--input", help="input shape N,C,H,W (default: the model's)")
+        s.add_argument("--num-classes", type=int, default=10)
+        if name == "verify":
+            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--double", action=argparse.BooleanOptionalAction, default=True,
+                           help="check in float64 (default)")
+        s.set_defaults(fn=fn)
+
+    r = sub.add_parser("results", help="collect runs into a Markdown table and a plot")
+    r.add_argument("runs", nargs="*", help="run folders to search (default runs/)")
+    r.add_argument("--out", help="write the Markdown table here")
+    r.add_argument("--plot", default=None, help="write a PNG bar plot here")
+    r.set_defaults(fn=cmd_results)
+
+    d = sub.add_parser("demo", help="expression -> summary -> verification -> training -> evaluation -> plots")
+    d.add_argument("--expr", help="the network as an expression over ops (default: a small residual CNN)")
+    d.add_argument("--budget", type=float, default=120.0, help="training time budget in seconds (default 120)")
+    d.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
+    d.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")
+    d.add_argument("--subset", type=int, default=0, help="train on the first N images per class (default all)")
+    d.add_argument("--test-subset", type=int, default=0, help="evaluate on N images per class (default all)")
+    d.add_argument("--batch-size", type=int, default=128)
+    d.add_argument("--out", default="runs", help="output folder (default runs/)")
+    d.add_argument("--name", default="demo")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the ``operad`` console script."""
+    args = build_parser().parse_args(argv)
+    from operad.experiments.config import ConfigError
+    from operad.experiments.data import DataError
+
+    try:
+        from operad.experiments.train import DivergenceError
+    except ImportError:  # pragma: no cover
+        DivergenceError = RuntimeError
+    try:
+        return int(args.fn(args) or 0)
+    except (ConfigError, DataError) as e:
+        print(f"operad {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except DivergenceError as e:
+        print(f"operad {args.command}: {e}", file=sys.stderr)
+        return 3
+    except KeyError as e:  # unknown model names from the registry
+        msg = e.args[0] if e.args else str(e)
+        print(f"operad {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
