@@ -79,10 +79,10 @@ class Augment:
         if self.cutout:
             cy = _slice(torch.randint(0, H, (n,), generator=gen, device=dev), part)
             cx = _slice(torch.randint(0, W, (n,), generator=gen, device=dev), part)
-            h = self.cutout / 2
-            ys = torch.arange(H, device=dev)[None, :, None]
-            xs = torch.arange(W, device=dev)[None, None, :]
-            inside = ((ys - cy[:, None, None]).abs() < h) & ((xs - cx[:, None, None]).abs() < h)
+            s = int(self.cutout)
+            ys = torch.arange(H, device=dev)[None, :, None] - (cy - s // 2)[:, None, None]
+            xs = torch.arange(W, device=dev)[None, None, :] - (cx - s // 2)[:, None, None]
+            inside = (ys >= 0) & (ys < s) & (xs >= 0) & (xs < s)
             x = x.masked_fill(inside[:, None], 0.0)
         return x
 
