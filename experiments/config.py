@@ -108,6 +108,7 @@ class Config:
     log_every: int = 50
     eval_every: int = 1
     checkpoint_every: int = 0
+    plot_every: int = 1
     progress: bool = True
     # after training
     robustness: List[str] = field(default_factory=list)

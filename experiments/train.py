@@ -311,6 +311,15 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False, model:
               train_data: Optional[ArrayData] = None, val_data: Optional[ArrayData] = None) -> Dict[str, Any]:
     """Train one validated :class:`Config`; returns the run's summary (also
     written to ``<out_dir>/<name>/summary.json``)."""
+    threads_before = torch.get_num_threads()
+    try:
+        return _train_run(cfg, resume, overwrite, model, train_data, val_data)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Module],
+               train_data: Optional[ArrayData], val_data: Optional[ArrayData]) -> Dict[str, Any]:
     rank, world, local_rank, dist = _dist_setup()
     main = rank == 0
     device = _pick_device(cfg, local_rank)
@@ -433,6 +442,7 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False, model:
     last_good = {"path": ckpt_path if resumed_from is not None else None, "step": resumed_from}
 
     def save() -> None:
+        check_finite()  # never write a checkpoint of a diverged model
         if main:
             save_checkpoint(ckpt_path, checkpoint_state())
             with open(os.path.join(run_dir, "checkpoint.json.tmp"), "w") as f:
@@ -453,14 +463,20 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False, model:
     mixing = (cfg.mixup or cfg.cutmix) and not seg
     ignore = train_data.ignore_index if seg else -100
 
+    params = [p for p in model.parameters()] + [b for b in model.buffers() if b.is_floating_point()]
+
     def check_finite() -> None:
+        """Called at log intervals and before every checkpoint (one host sync)."""
         b = int(bad_step.item())
-        if b >= 0:
-            where = (f"the last good checkpoint is {last_good['path']} (step {last_good['step']}); "
-                     f"resume from it with a lower lr, warm-up or clip_grad") if last_good["path"] else \
-                "no checkpoint was written before it (set checkpoint_every to keep one)"
-            raise DivergenceError(f"[{cfg.name}] training diverged: the loss is NaN or inf at step {b} "
-                                  f"(epoch {(b - 1) // spe}); {where}")
+        what = f"the loss is NaN or inf at step {b} (epoch {(b - 1) // spe})"
+        if b < 0:
+            if bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):
+                return
+            what = f"the weights or norm statistics are NaN or inf after step {step} (epoch {(step - 1) // spe})"
+        where = (f"the last good checkpoint is {last_good['path']} (step {last_good['step']}); "
+                 f"resume from it with a lower lr, warm-up or clip_grad") if last_good["path"] else \
+            "no checkpoint was written before it (set checkpoint_every to keep one)"
+        raise DivergenceError(f"[{cfg.name}] training diverged: {what}; {where}")
 
     def evaluate_now() -> Dict[str, Any]:
         r = evaluate(model, val_batches, amp_dtype)
@@ -545,7 +561,6 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False, model:
                     n_acc, imgs_interval = 0, 0
                     t_interval = time.perf_counter()
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not end_epoch:
-                    check_finite()
                     save()
                     t_interval = time.perf_counter()
                 if end_epoch:
@@ -565,7 +580,7 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False, model:
                 msg = ", ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "top1", "top5", "mean_iou", "pixel_accuracy",
                                                              "ema_top1", "ema_mean_iou") if k in rec)
                 _print(f"[{cfg.name}] epoch {ep_done:.2f} step {step}/{total}: {msg}", main)
-                if main:
+                if main and cfg.plot_every and math.ceil(ep_done) % cfg.plot_every == 0 and step < total:
                     from operad.experiments.plots import plot_run
 
                     plot_run(run_dir)
