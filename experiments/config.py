@@ -35,6 +35,13 @@ class ConfigError(ValueError):
     """A config key or value is invalid."""
 
 
+ALIASES = {"learning_rate": "lr", "wd": "weight_decay", "lr_schedule": "schedule", "scheduler": "schedule",
+           "optim": "optimizer", "arch": "model", "architecture": "model", "bs": "batch_size",
+           "num_epochs": "epochs", "n_epochs": "epochs", "data": "data_root", "data_dir": "data_root",
+           "expr": "model_expr", "expression": "model_expr", "workers": "threads", "num_threads": "threads",
+           "smoothing": "label_smoothing", "grad_clip": "clip_grad", "max_grad_norm": "clip_grad",
+           "warmup": "warmup_epochs", "output_dir": "out_dir", "run_name": "name"}
+
 CHOICES = {
     "optimizer": ("sgd", "adamw"),
     "schedule": ("cosine", "step", "onecycle", "constant"),
@@ -132,7 +139,10 @@ class Config:
     def with_value(self, key: str, value: Any, where: str = "config") -> "Config":
         valid = self.keys()
         if key not in valid:
-            close = difflib.get_close_matches(key, valid + ["cpu", "gpu", "runs"], n=1, cutoff=0.5)
+            close = [ALIASES[key.lower()]] if key.lower() in ALIASES else \
+                difflib.get_close_matches(key, valid + ["cpu", "gpu", "runs"], n=1, cutoff=0.5)
+            if not close:
+                close = [ALIASES[a] for a in difflib.get_close_matches(key.lower(), list(ALIASES), n=1, cutoff=0.7)]
             hint = f"; did you mean {close[0]!r}?" if close else f" (valid keys: {', '.join(valid)})"
             raise ConfigError(f"unknown config key {key!r}{hint}" + (f" [in {where}]" if where != "config" else ""))
         return dataclasses.replace(self, **{key: _coerce(key, value, getattr(Config(), key), where)})

@@ -65,7 +65,7 @@ def build_model(cfg: Config, num_classes: int, in_chans: int = 3) -> nn.Module:
         from operad import Field, ops
 
         try:
-            term = eval(cfg.model_expr, {"__builtins__": {}}, {"ops": ops, "num_classes": num_classes})  # noqa: S307
+            term = eval(f"({cfg.model_expr.strip()})", {"__builtins__": {}}, {"ops": ops, "num_classes": num_classes})  # noqa: S307
         except Exception as e:
             raise ConfigError(f"model_expr {cfg.model_expr!r} failed: {type(e).__name__}: {e}") from None
         if not hasattr(term, "bind"):
