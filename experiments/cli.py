@@ -217,8 +217,9 @@ def cmd_demo(a) -> int:
     test_data = load_dataset("cifar10", "test", a.data, a.test_subset or None, a.download)
     print(f"   {train_data}\n   {test_data}")
     # calibrate: how many images per second does this machine train?
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
+    from operad.experiments.train import default_threads
+
+    torch.set_num_threads(default_threads())
     probe = build_model(Config(model_expr=expr), 10)
     opt = torch.optim.SGD(probe.parameters(), lr=0.01)
     x = torch.randn(a.batch_size, 3, 32, 32)

@@ -39,7 +39,7 @@ from operad.experiments.config import Config, ConfigError, dump_toml, expand_run
 from operad.experiments.data import ArrayData, load_dataset
 from operad.experiments.evaluate import evaluate
 
-__all__ = ["train", "train_run", "build_model", "DivergenceError", "EMA", "make_optimizer", "make_schedule",
+__all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "EMA", "make_optimizer", "make_schedule",
            "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
 
 CKPT = "checkpoint.pt"
@@ -264,6 +264,28 @@ def _pick_device(cfg: Config, local_rank: int) -> torch.device:
     return torch.device(cfg.device)
 
 
+def default_threads(processes: int = 1) -> int:
+    """CPU threads per process: the cores this process may use, shared among
+    the local processes, less the cores other work keeps busy (1-minute load
+    average). OpenMP threads on an oversubscribed machine spin and run several
+    times slower than fewer threads would, so a busy machine gets fewer.
+
+    >>> 1 <= default_threads() <= (os.cpu_count() or 1)
+    True
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    per_proc = max(1, cores // max(1, processes))
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        busy = 0.0
+    free = int(cores - busy + 0.5)
+    return max(1, min(per_proc, free // max(1, processes))) if free < cores else per_proc
+
+
 def _amp_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
     if cfg.amp == "off" or (cfg.amp == "auto" and device.type != "cuda"):
         return None
@@ -327,7 +349,7 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
         torch.cuda.set_device(device)
     if device.type == "cpu":
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        torch.set_num_threads(cfg.threads or max(1, (os.cpu_count() or 1) // local_world))
+        torch.set_num_threads(cfg.threads or default_threads(local_world))
     elif cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
