@@ -1,0 +1,397 @@
+"""Dendrite-activated connections (Metta et al., "Increasing biases can be more
+efficient than increasing weights", WACV 2024): ``dendritic_linear`` and
+``dendritic_conv``.
+
+A standard unit sums its inputs and then applies the nonlinearity; a
+dendritic unit applies it on every connection, each with its own bias::
+
+    y_j = sum_i w_ji * ReLU(x_i + b_ji)                       (dendritic_linear)
+    y_o(p) = sum_{i, t} w_oit * ReLU(x_i(s p + d t) + b_oit)  (dendritic_conv)
+
+one bias per (out, in) pair, and per (out, in, tap) in the convolutional form.
+With every ``b = 0`` the unit is exactly ``linear(relu(x))`` / ``conv(relu(x))``
+(biases start at zero, so a dendritic network starts as its standard
+counterpart; see :func:`operad.operators.unit_rewrite.to_dendritic`). The
+convolution sees the zero-padded input: a padded tap contributes
+``w * ReLU(b)``.
+
+Implementation (``impl``):
+
+* ``"fused"`` (default): the input is unfolded once to ``u`` of shape
+  ``(B, J, L)`` (``J = C_in k_h k_w`` taps, ``L = H_out W_out`` windows); a custom
+  autograd function walks the output channels in chunks, forms
+  ``ReLU(u + b)`` for one chunk at a time, contracts it with the weights
+  (``einsum``, a batched matrix product) and keeps nothing but ``u`` for the
+  backward pass, which recomputes each chunk. Peak extra memory is one chunk,
+  at most about ``CHUNK_ELEMENTS`` numbers (plus ``u``), in training as well
+  as in inference.
+* ``"naive"``: the whole ``(B, C_out, J, L)`` tensor at once under plain
+  autograd, which also keeps it for the backward pass. Same numbers; kept as
+  the reference and for the memory benchmark
+  (``python -m operad.experiments.bench_dendritic``).
+
+Under ``torch.compile`` and inside ``torch.func`` transforms (the Lipschitz
+power iteration uses ``jvp``) the fused form runs the same chunks under plain
+autograd, since Dynamo cannot trace a custom ``jvp`` rule.
+
+``bias_init`` is the standard deviation of the dendrite biases at
+initialisation (0 by default: the unit starts as ``conv(relu(x))``).
+
+Every bias must meet its own copy of the input, so there is no saving by
+sharing ``ReLU(x + b)`` between output channels: the ``(in, tap)`` pairs carry
+``C_out`` distinct biases each, and the element-wise work is
+``C_out * J * L`` per sample whichever way it is arranged; only memory can be
+saved, and the fused form does.
+
+Cost per sample (exactly what ``FlopCounterMode`` counts, since the
+contraction is a matrix product)::
+
+    params = 2 * C_out * C_in * k_h * k_w  (+ C_out with bias)
+    macs   = C_out * C_in * k_h * k_w * H_out * W_out
+
+the MACs of the ordinary convolution. The paper-level count adds the
+per-connection work the counter ignores: ``paper_macs`` is the same number of
+multiply-adds, and :meth:`DendriticConv.elementwise` gives the
+``2 * C_out * C_in * k_h * k_w * H_out * W_out`` bias additions and ReLUs
+(against ``C_out * H_out * W_out`` ReLUs for a standard conv + ReLU).
+
+Lipschitz: ReLU is 1-Lipschitz, so ``|dy_o(p)| <= sum |w_oit| |dx_i(p + t)|``
+entry-wise, and the unit is bounded by the convolution with ``|W|``:
+``||abs(W)||_2 * sqrt(overlap)`` (``||abs(W)||_2`` for the linear form).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._util import ceil_div, pair, spectral_norm
+from .conv import conv_out_size
+from .field import Channels, Field
+from .term import ALL_TRANSFORMS, POINTWISE, Cost, Term, op, register_family
+
+__all__ = ["DendriticLinear", "DendriticConv", "dendritic_linear", "dendritic_conv", "dendritic_product",
+           "CHUNK_ELEMENTS"]
+
+#: numbers per chunk of ``ReLU(u + b)`` in the fused implementation (64 MiB in float32)
+CHUNK_ELEMENTS = 1 << 24
+
+
+def _chunk(batch: int, out: int, j: int, l: int) -> int:
+    per_channel = max(1, batch * j * l)
+    return max(1, min(out, CHUNK_ELEMENTS // per_channel))
+
+
+class _DendriticProduct(torch.autograd.Function):
+    """``y[b, o, l] = sum_j w[o, j] * relu(u[b, j, l] + bias[o, j])`` in chunks of
+    output channels, saving only the inputs; backward recomputes each chunk."""
+
+    @staticmethod
+    def forward(u, w, b):
+        return _chunked(u, w, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        u, w, b = inputs
+        ctx.save_for_backward(u, w, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        u, w, b = ctx.saved_tensors
+        need_u, need_w, need_b = ctx.needs_input_grad
+        step = _chunk(u.shape[0], w.shape[0], u.shape[1], u.shape[2])
+        gu = torch.zeros_like(u) if need_u else None
+        gws, gbs = [], []
+        for s in range(0, w.shape[0], step):
+            pre = u.unsqueeze(1) + b[s:s + step, :, None]
+            gc = g[:, s:s + step]
+            wc = w[s:s + step]
+            if need_w:
+                gws.append(torch.einsum("bcl,bcjl->cj", gc, torch.relu(pre)))
+            gm = gc.unsqueeze(2) * (pre > 0).to(g.dtype)
+            if need_b:
+                gbs.append(gm.sum(dim=(0, 3)) * wc)
+            if need_u:
+                gu = gu + torch.einsum("bcjl,cj->bjl", gm, wc)
+        gw = torch.cat(gws, 0) if need_w else None
+        gb = torch.cat(gbs, 0) if need_b else None
+        return gu, gw, gb
+
+
+def dendritic_product(u: torch.Tensor, w: torch.Tensor, b: torch.Tensor, impl: str = "fused") -> torch.Tensor:
+    """``y[b, o, l] = sum_j w[o, j] relu(u[b, j, l] + b[o, j])`` for ``u`` of shape
+    ``(B, J, L)``, ``w`` and ``b`` of shape ``(O, J)``; ``impl`` is ``"fused"``
+    (chunked, memory ``O(B J L)`` besides one chunk) or ``"naive"``.
+
+    >>> import torch
+    >>> u, w = torch.randn(2, 3, 5), torch.randn(4, 3)
+    >>> y = dendritic_product(u, w, torch.zeros(4, 3))
+    >>> torch.allclose(y, torch.einsum("oj,bjl->bol", w, u.relu()), atol=1e-6)
+    True
+    """
+    if impl == "naive":
+        return _contract(u.permute(1, 0, 2), w, b)
+    if torch.compiler.is_compiling() or _functorch_active(u):
+        return _chunked(u, w, b)
+    return _DendriticProduct.apply(u, w, b)
+
+
+def _functorch_active(u: torch.Tensor) -> bool:
+    # torch.func transforms (jvp in verify.lipschitz) need a custom jvp rule, which
+    # Dynamo cannot trace; there the plain-autograd chunked form is used instead.
+    return torch._C._functorch.is_functorch_wrapped_tensor(u)
+
+
+def _chunked(u, w, b):
+    """The fused forward under plain autograd (used when compiling and under torch.func):
+    the same chunks and the same numbers; autograd keeps every chunk for backward."""
+    step = _chunk(u.shape[0], w.shape[0], u.shape[1], u.shape[2])
+    ut = u.permute(1, 0, 2)
+    outs = [_contract(ut, w[s:s + step], b[s:s + step]) for s in range(0, w.shape[0], step)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+
+
+def _contract(ut, w, b):
+    """``ut``: the input as (J, B, L); ``w``, ``b``: (c, J) -> (B, c, L). One batched matrix
+    product (c, 1, J) @ (c, J, B L), so the counter sees exactly c J B L multiply-adds."""
+    j, bsz, l = ut.shape
+    z = torch.relu(ut.unsqueeze(0) + b[:, :, None, None])          # (c, J, B, L)
+    y = torch.bmm(w.unsqueeze(1), z.reshape(w.shape[0], j, bsz * l))  # (c, 1, B L)
+    return y.reshape(w.shape[0], bsz, l).transpose(0, 1)
+
+
+def _check_impl(impl: str):
+    if impl not in ("fused", "naive"):
+        raise ValueError(f"dendritic impl must be 'fused' or 'naive'; got {impl!r}")
+
+
+# ---------------------------------------------------------------------------
+# Fully connected
+# ---------------------------------------------------------------------------
+class DendriticLinearModule(nn.Module):
+    def __init__(self, cin: int, out: int, bias: bool, impl: str, bias_init: float = 0.0):
+        super().__init__()
+        self.impl = impl
+        self.weight = nn.Parameter(torch.empty(out, cin))
+        self.dendrite_bias = nn.Parameter(torch.zeros(out, cin))
+        self.bias = nn.Parameter(torch.zeros(out)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if bias_init:
+            nn.init.normal_(self.dendrite_bias, 0.0, bias_init)
+
+    def forward(self, x):
+        y = dendritic_product(x.unsqueeze(-1), self.weight, self.dendrite_bias, self.impl).squeeze(-1)
+        return y if self.bias is None else y + self.bias
+
+
+def _lexamples(draw):
+    from hypothesis import strategies as st
+    return (dendritic_linear(draw(st.integers(1, 8)), bias=draw(st.booleans()),
+                             impl=draw(st.sampled_from(["fused", "naive"])), bias_init=0.5),
+            Field(draw(st.integers(1, 8)), rank=0), None)
+
+
+@register_family("dendritic_linear", examples=_lexamples)
+@dataclass(frozen=True, repr=False)
+class DendriticLinear(Term):
+    """A fully connected dendritic layer on a rank-0 field: ``y_j = sum_i w_ji
+    ReLU(x_i + b_ji)`` (+ an output bias with ``bias=True``)."""
+
+    out: Channels = 10
+    bias: bool = False
+    impl: str = "fused"
+    bias_init: float = 0.0
+    _positional = ("out",)
+
+    def __post_init__(self):
+        _check_impl(self.impl)
+
+    def out_type(self, t):
+        self.require_real(t, rank=0)
+        return Field(self.out, rank=0)
+
+    def cost(self, t, size):
+        return Cost(2 * t.channels * self.out + (self.out if self.bias else 0), t.channels * self.out)
+
+    def equivariance(self, t):
+        return ALL_TRANSFORMS
+
+    def lipschitz_bound(self, m, size=None):
+        return spectral_norm(m.weight.detach().abs())
+
+    def build(self, t):
+        return DendriticLinearModule(t.channels, self.out, self.bias, self.impl, self.bias_init)
+
+
+@op("dendritic_linear")
+def dendritic_linear(out: Channels, bias: bool = False, impl: str = "fused",
+                     bias_init: float = 0.0) -> DendriticLinear:
+    """A fully connected dendritic layer: a ReLU with its own bias on every connection.
+
+    >>> from operad import ops, Field
+    >>> m = ops.dendritic_linear(10).bind(Field(16, rank=0))
+    >>> m.weight.shape, m.dendrite_bias.shape
+    (torch.Size([10, 16]), torch.Size([10, 16]))
+    """
+    return DendriticLinear(out, bias, impl, bias_init)
+
+
+# ---------------------------------------------------------------------------
+# Convolutional
+# ---------------------------------------------------------------------------
+class DendriticConvModule(nn.Module):
+    def __init__(self, cin: int, out: int, k: Tuple[int, int], stride: int, dilation: int,
+                 pads: Tuple[int, int, int, int], padding_mode: str, bias: bool, impl: str,
+                 bias_init: float = 0.0):
+        super().__init__()
+        self.k, self.stride, self.dilation = k, stride, dilation
+        self.pads, self.padding_mode, self.impl = pads, padding_mode, impl
+        self.weight = nn.Parameter(torch.empty(out, cin, *k))
+        self.dendrite_bias = nn.Parameter(torch.zeros(out, cin, *k))
+        self.bias = nn.Parameter(torch.zeros(out)) if bias else None
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        if bias_init:
+            nn.init.normal_(self.dendrite_bias, 0.0, bias_init)
+
+    def forward(self, x):
+        if any(self.pads):
+            x = F.pad(x, self.pads, mode="constant" if self.padding_mode == "zeros" else self.padding_mode)
+        ho = (x.shape[-2] - self.dilation * (self.k[0] - 1) - 1) // self.stride + 1
+        wo = (x.shape[-1] - self.dilation * (self.k[1] - 1) - 1) // self.stride + 1
+        u = F.unfold(x, self.k, dilation=self.dilation, stride=self.stride)
+        out = self.weight.shape[0]
+        y = dendritic_product(u, self.weight.reshape(out, -1), self.dendrite_bias.reshape(out, -1), self.impl)
+        y = y.reshape(x.shape[0], out, ho, wo)
+        return y if self.bias is None else y + self.bias[:, None, None]
+
+
+def _cexamples(draw):
+    from hypothesis import strategies as st
+    cin = draw(st.integers(1, 4))
+    out = draw(st.integers(1, 4))
+    k = draw(st.sampled_from([1, 2, 3]))
+    stride = draw(st.sampled_from([1, 1, 2]))
+    dilation = draw(st.sampled_from([1, 2])) if k > 1 and stride == 1 else 1
+    padding = draw(st.sampled_from(["same", "valid", 1]))
+    mode = draw(st.sampled_from(["zeros", "circular"])) if padding == "same" else "zeros"
+    size = (draw(st.integers(max(5, dilation * k + 1), 10)), draw(st.integers(max(5, dilation * k + 1), 10)))
+    term = dendritic_conv(out, k=k, stride=stride, dilation=dilation, padding=padding, padding_mode=mode,
+                          bias=draw(st.booleans()), impl=draw(st.sampled_from(["fused", "naive"])), bias_init=0.5)
+    return term, Field(cin), size
+
+
+@register_family("dendritic_conv", examples=_cexamples)
+@dataclass(frozen=True, repr=False)
+class DendriticConv(Term):
+    """A dendritic convolution: ``y_o(p) = sum_{i,t} w_oit ReLU(x_i(s p + d t) + b_oit)``
+    over the zero- (or circularly) padded input; ``out=None`` keeps the width."""
+
+    out: Optional[Channels] = None
+    k: Union[int, Tuple[int, int]] = 3
+    stride: int = 1
+    dilation: int = 1
+    bias: bool = False
+    padding: Union[str, int] = "same"
+    padding_mode: str = "zeros"
+    impl: str = "fused"
+    bias_init: float = 0.0
+    _positional = ("out",)
+
+    def __post_init__(self):
+        _check_impl(self.impl)
+        if self.padding not in ("same", "valid") and not (isinstance(self.padding, int) and self.padding >= 0):
+            raise ValueError(f"dendritic_conv padding must be 'same', 'valid' or a non-negative int; "
+                             f"got {self.padding!r}")
+        if self.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
+            raise ValueError(f"dendritic_conv padding_mode must be 'zeros', 'circular', 'reflect' or "
+                             f"'replicate'; got {self.padding_mode!r}")
+        for name in ("stride", "dilation"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"dendritic_conv {name} must be a positive int; got {v!r}")
+        kh, kw = pair(self.k)
+        if kh < 1 or kw < 1:
+            raise ValueError(f"dendritic_conv k must be positive; got {self.k!r}")
+
+    def _out(self, t):
+        return t.channels if self.out is None else self.out
+
+    def _pads(self) -> Tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding, as ``F.pad`` takes it."""
+        kh, kw = pair(self.k)
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if isinstance(self.padding, int):
+            p = self.padding
+            return (p, p, p, p)
+        th, tw = self.dilation * (kh - 1), self.dilation * (kw - 1)
+        # 'same': symmetric where the total is even, the extra pixel after (as torch's 'same')
+        return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+
+    def out_type(self, t):
+        self.require_real(t)
+        return Field(self._out(t))
+
+    def out_size(self, t, size):
+        kh, kw = pair(self.k)
+        l, r, tp, bt = self._pads()
+        return (conv_out_size(size[0], kh, self.stride, self.dilation, tp + bt),
+                conv_out_size(size[1], kw, self.stride, self.dilation, l + r))
+
+    def cost(self, t, size):
+        kh, kw = pair(self.k)
+        out = self._out(t)
+        j = t.channels * kh * kw
+        ho, wo = self.out_size(t, size)
+        return Cost(2 * out * j + (out if self.bias else 0), out * j * ho * wo)
+
+    def paper_macs(self, t: Field, size) -> Cost:
+        """The multiply-adds as the paper counts them: the same as :meth:`cost`'s (the
+        per-connection bias additions and ReLUs are element-wise, see :meth:`elementwise`)."""
+        return self.cost(t, size).macs
+
+    def elementwise(self, t: Field, size):
+        """Per-connection bias additions and ReLUs per sample: ``2 C_out C_in k_h k_w H_out W_out``."""
+        kh, kw = pair(self.k)
+        ho, wo = self.out_size(t, size)
+        return 2 * self._out(t) * t.channels * kh * kw * ho * wo
+
+    def equivariance(self, t):
+        kh, kw = pair(self.k)
+        if (kh, kw) == (1, 1) and self.stride == 1 and self.padding in ("same", "valid", 0):
+            return POINTWISE
+        l, r, tp, bt = self._pads()
+        if self.padding == "same" and self.padding_mode == "circular" and l == r and tp == bt:
+            return frozenset({"shift"})
+        return frozenset()
+
+    def lipschitz_bound(self, m, size=None):
+        kh, kw = pair(self.k)
+        if self.dilation == 1:
+            overlap = ceil_div(kh, self.stride) * ceil_div(kw, self.stride)
+        else:
+            overlap = kh * kw
+        return spectral_norm(m.weight.detach().abs()) * math.sqrt(overlap)
+
+    def build(self, t):
+        return DendriticConvModule(t.channels, self._out(t), pair(self.k), self.stride, self.dilation,
+                                   self._pads(), self.padding_mode, self.bias, self.impl, self.bias_init)
+
+
+@op("dendritic_conv")
+def dendritic_conv(out: Optional[Channels] = None, k=3, stride: int = 1, dilation: int = 1, bias: bool = False,
+                   padding: Union[str, int] = "same", padding_mode: str = "zeros",
+                   impl: str = "fused", bias_init: float = 0.0) -> DendriticConv:
+    """A dendritic convolution to ``out`` channels: a ReLU with its own bias on every
+    (out, in, tap) connection. With zero dendrite biases it is ``conv(relu(x))``.
+
+    >>> from operad import ops, Field
+    >>> m = ops.dendritic_conv(8, k=3).bind(Field(4))
+    >>> m.weight.shape == m.dendrite_bias.shape == (8, 4, 3, 3)
+    True
+    """
+    return DendriticConv(out, k, stride, dilation, bias, padding, padding_mode, impl, bias_init)
