@@ -1,0 +1,484 @@
+"""Nonlocal operators of PIDE networks (Bohn, Griebel, Kannan, "Deep neural networks
+and PIDE discretizations"): fractional Laplacians on the pixel grid (FFT) and the
+paper's feature-space integral operators.
+
+================================================  ===========================================
+``ops.fractional_laplacian(s)``                   ``(-Delta_h)^s`` on the grid, by the FFT
+``ops.inverse_fractional_laplacian(s)``           its (pseudo-)inverse ``(-Delta_h)^-s``
+``ops.fractional_laplacian(s, space="feature")``  ``c(n,s) sum_j (x_i - x_j) / d_ij^(n+2s)``
+``ops.inverse_fractional_laplacian(s, space="feature")``  Riesz potential ``sum_j x_j / d_ij^(n-2s)``
+``ops.weighted_laplacian()``                      ``lambda sum_j w_ij (x_j - x_i) / N``
+================================================  ===========================================
+
+**Grid operators** act on each channel through the discrete symbol of the 5-point
+Laplacian, ``lambda(k) = 4 sin^2(pi k1/N1) + 4 sin^2(pi k2/N2)`` (its maximum is 8),
+raised to the power ``s`` in (0, 1] and scaled by a per-channel weight initialised at 1,
+so that by default the operator *is* ``(-Delta_h)^s`` (``s = 1`` is the 5-point stencil).
+Periodic boundaries by default; ``periodic=False`` zero-pads to twice the size and crops
+(the operator of the zero extension, still symmetric and positive semi-definite). Under
+bf16/fp16 the FFT runs in float32 and the result is cast back (``torch.fft`` has no bf16).
+
+The inverse is the Moore-Penrose pseudo-inverse: the symbol is inverted on the non-zero
+frequencies and the zero frequency (the channel mean, the kernel of ``-Delta_h``) is
+mapped to 0. It inverts the forward operator exactly on mean-free inputs, and its l2 norm
+on *all* inputs is ``max|w| / min_{k != 0} lambda(k)^s``: that is the Lipschitz bound
+it states (valid without any assumption on the input's mean).
+
+Costs: the FFT is not counted by ``FlopCounterMode`` (nor is the element-wise symbol
+product), so the grid operators have ``macs == 0``; their real work is given by
+:meth:`GridLaplacian.fft_flops` (``~5 N log2 N`` flops per channel for N pixels).
+The feature-space operators' ``macs`` are their 1x1 convolutions and matrix products.
+
+    >>> import torch
+    >>> from operad import ops, Field
+    >>> m = ops.fractional_laplacian(0.5).bind(Field(3))
+    >>> m(torch.randn(2, 3, 12, 10)).shape
+    torch.Size([2, 3, 12, 10])
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import sympy
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .field import Field
+from .term import Cost, Term, op, register_family
+
+__all__ = ["GridLaplacian", "FeatureNonlocal", "fractional_laplacian", "inverse_fractional_laplacian",
+           "weighted_laplacian", "grid_symbol", "grid_multiplier", "frac_const", "inv_frac_const"]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+# ---------------------------------------------------------------------------
+# Grid operators
+# ---------------------------------------------------------------------------
+def grid_symbol(h: int, w: int, dtype=torch.float32, device=None, half: bool = True) -> torch.Tensor:
+    """The symbol ``4 sin^2(pi k1/h) + 4 sin^2(pi k2/w)`` of ``-Delta_h`` (5-point, periodic) on
+    the ``rfft2`` frequency grid (``half=True``: ``w // 2 + 1`` columns) or the full grid."""
+    k1 = torch.arange(h, dtype=dtype, device=device)
+    k2 = torch.arange(w // 2 + 1 if half else w, dtype=dtype, device=device)
+    a = 4 * torch.sin(math.pi * k1 / h) ** 2
+    b = 4 * torch.sin(math.pi * k2 / w) ** 2
+    return a[:, None] + b[None, :]
+
+
+def grid_multiplier(lam: torch.Tensor, order: torch.Tensor, weight: Optional[torch.Tensor],
+                    inverse: bool) -> torch.Tensor:
+    """Per-channel Fourier multiplier ``w_c lambda^(+-s_c)``; the zero frequency of the inverse is 0.
+
+    ``order`` and ``weight`` have shape (C,) or are scalars; the result broadcasts as (C, h, w')."""
+    if order.dim() == 1:
+        order = order[:, None, None]
+    safe = lam.clamp_min(torch.finfo(lam.dtype).tiny)
+    pos = lam > 0
+    if inverse:
+        m = torch.where(pos, safe.pow(-order), torch.zeros_like(safe))
+    else:
+        m = torch.where(pos, safe.pow(order), torch.zeros_like(safe))
+    if weight is not None:
+        m = weight[:, None, None] * m
+    return m
+
+
+class GridLaplacianModule(nn.Module):
+    """Bound grid fractional Laplacian (or its pseudo-inverse)."""
+
+    def __init__(self, channels: int, order: float, inverse: bool, learn_order: bool, weight: bool,
+                 periodic: bool):
+        super().__init__()
+        self.inverse = inverse
+        self.periodic = periodic
+        self.channels = channels
+        if learn_order:
+            self.order_logit = nn.Parameter(torch.full((channels,), math.log(order / (1 - order))))
+        else:
+            self.register_buffer("order_value", torch.tensor(float(order)), persistent=False)
+        self.learn_order = learn_order
+        self.weight = nn.Parameter(torch.ones(channels)) if weight else None
+
+    def order(self) -> torch.Tensor:
+        """The order s, per channel (learnable: ``sigmoid`` of a free parameter, in (0, 1))."""
+        if self.learn_order:
+            return torch.sigmoid(self.order_logit)
+        return self.order_value
+
+    def padded_size(self, h: int, w: int) -> Tuple[int, int]:
+        return (h, w) if self.periodic else (2 * h, 2 * w)
+
+    def multiplier(self, h: int, w: int, dtype, device, half: bool = True) -> torch.Tensor:
+        lam = grid_symbol(h, w, dtype, device, half)
+        order = self.order().to(dtype)
+        weight = None if self.weight is None else self.weight.to(dtype)
+        return grid_multiplier(lam, order, weight, self.inverse)
+
+    def forward(self, x):
+        xf = x.float() if x.dtype in _HALF else x
+        h, w = x.shape[-2], x.shape[-1]
+        ph, pw = self.padded_size(h, w)
+        if not self.periodic:
+            xf = F.pad(xf, (0, pw - w, 0, ph - h))
+        spec = torch.fft.rfft2(xf)
+        y = torch.fft.irfft2(spec * self.multiplier(ph, pw, xf.dtype, xf.device), s=(ph, pw))
+        if not self.periodic:
+            y = y[..., :h, :w]
+        return y.to(x.dtype)
+
+
+def _grid_examples(draw):
+    from hypothesis import strategies as st
+    c = draw(st.integers(1, 6))
+    learn = draw(st.booleans())
+    order = draw(st.floats(0.1, 0.9)) if learn else draw(st.sampled_from([0.25, 0.5, 0.75, 1.0]))
+    inverse = draw(st.booleans())
+    term = GridLaplacian(order, inverse, learn, draw(st.booleans()), draw(st.booleans()))
+    return term, Field(c), (draw(st.integers(3, 12)), draw(st.integers(3, 12)))
+
+
+@register_family("grid_laplacian", examples=_grid_examples)
+@dataclass(frozen=True, repr=False)
+class GridLaplacian(Term):
+    """``w_c (-Delta_h)^s`` per channel on the pixel grid, or its pseudo-inverse (``inverse=True``).
+
+    Symmetric positive semi-definite whenever the weights are non-negative, so that
+    ``pde_step(L, h)`` is stable exactly when ``h * max(symbol) <= 2``; see
+    :meth:`spectrum`. ``definite = "positive"``: it approximates ``(-Delta)^s``.
+    """
+
+    order: float = 0.5
+    inverse: bool = False
+    learn_order: bool = False
+    weight: bool = True
+    periodic: bool = True
+    _positional = ("order",)
+    linear = True
+    definite = "positive"
+
+    def __post_init__(self):
+        s = self.order
+        if not isinstance(s, (int, float)) or isinstance(s, bool) or not 0 < s <= 1:
+            raise ValueError(f"fractional_laplacian order must be in (0, 1]; got {s!r}")
+        if self.learn_order and not 0 < s < 1:
+            raise ValueError(f"a learnable order lives in the open interval (0, 1); initialise it inside "
+                             f"(got order={s!r}) or pass learn_order=False")
+
+    def out_type(self, t):
+        return self.require_real(t)
+
+    def cost(self, t, size):
+        c = t.channels
+        return Cost(c * (int(self.weight) + int(self.learn_order)), 0)
+
+    def fft_flops(self, t: Field, size) -> object:
+        """The FFT work per sample, which ``macs`` leaves out: per channel an ``rfft2`` and an
+        ``irfft2`` of the N = H'W' (padded) pixels, ``2.5 N log2 N`` real flops each, plus the
+        complex-by-real product ``2 H' (W'//2 + 1)``."""
+        h, w = size
+        ph, pw = (h, w) if self.periodic else (2 * h, 2 * w)
+        n = ph * pw
+        if isinstance(n, int):
+            return t.channels * (5 * n * math.log2(n) + 2 * ph * (pw // 2 + 1))
+        return t.channels * (5 * n * sympy.log(n, 2) + 2 * ph * (sympy.floor(pw / 2) + 1))
+
+    def equivariance(self, t):
+        if self.periodic:
+            return frozenset({"shift", "rot90", "flip"})
+        return frozenset({"rot90", "flip"})
+
+    def spectrum(self, m: nn.Module, size=None) -> Optional[Tuple[float, float]]:
+        """An interval holding every eigenvalue of the bound operator (it is symmetric):
+        exact symbol values on the (padded) grid when ``size`` is known, else the bound
+        ``[min(0, 8^s w), max(0, 8^s w)]`` of the forward operator (None for the inverse)."""
+        with torch.no_grad():
+            if size is None or not all(isinstance(v, int) for v in size):
+                if self.inverse:
+                    return None
+                s = m.order().double()
+                w = m.weight.detach().double() if m.weight is not None else torch.ones(())
+                top = (8.0 ** s) * w
+                return (min(0.0, float(top.min())), max(0.0, float(top.max())))
+            ph, pw = m.padded_size(*size)
+            mult = m.multiplier(ph, pw, torch.float64, None, half=True)
+            return float(mult.min()), float(mult.max())
+
+    def lipschitz_bound(self, m, size=None):
+        sp = self.spectrum(m, size)
+        return None if sp is None else max(abs(sp[0]), abs(sp[1]))
+
+    def build(self, t):
+        return GridLaplacianModule(t.channels, float(self.order), self.inverse, self.learn_order,
+                                   self.weight, self.periodic)
+
+
+# ---------------------------------------------------------------------------
+# Feature-space operators (the paper's)
+# ---------------------------------------------------------------------------
+def frac_const(n, s):
+    """``c(n, s) = 4^s Gamma(n/2 + s) / (pi^(n/2) |Gamma(-s)|)`` for s in (0, 1), as a tensor
+    (differentiable in ``s``); uses ``|Gamma(-s)| = Gamma(1 - s) / s``."""
+    s = torch.as_tensor(s, dtype=torch.float64) if not torch.is_tensor(s) else s
+    return torch.exp(s * math.log(4.0) + torch.lgamma(n / 2 + s) - (n / 2) * math.log(math.pi)
+                     - torch.lgamma(1 - s) + torch.log(s))
+
+
+def inv_frac_const(n, s):
+    """``Gamma(n/2 - s) / (4^s pi^(n/2) Gamma(s))``, the constant of the Riesz potential."""
+    s = torch.as_tensor(s, dtype=torch.float64) if not torch.is_tensor(s) else s
+    return torch.exp(torch.lgamma(n / 2 - s) - s * math.log(4.0) - (n / 2) * math.log(math.pi)
+                     - torch.lgamma(s))
+
+
+class FeatureNonlocalModule(nn.Module):
+    """Bound feature-space nonlocal operator (see :class:`FeatureNonlocal`)."""
+
+    def __init__(self, channels: int, embed: int, kind: str, order: float, learn_order: bool, kernel: str,
+                 lam: float, pool: int, normalize: str, n: int, eps: float):
+        super().__init__()
+        self.theta = nn.Conv2d(channels, embed, 1, bias=False)
+        self.phi = nn.Conv2d(channels, embed, 1, bias=False)
+        self.kind, self.kernel, self.lam, self.pool = kind, kernel, lam, pool
+        self.normalize, self.n, self.eps = normalize, n, eps
+        self.learn_order = learn_order
+        if learn_order:
+            self.order_logit = nn.Parameter(torch.tensor(math.log(order / (1 - order))))
+        else:
+            self.order_value = float(order)
+
+    def order(self):
+        return torch.sigmoid(self.order_logit) if self.learn_order else self.order_value
+
+    def weights(self, x: torch.Tensor):
+        """The kernel matrix ``w`` (B, N, M) between the N pixels and the M pooled keys, and the
+        pooled values (B, M, C)."""
+        th = self.theta(x).flatten(2).transpose(1, 2)            # B, N, E
+        ph = self.phi(x)
+        v = x
+        if self.pool > 1:
+            ph = F.max_pool2d(ph, self.pool)
+            v = F.max_pool2d(x, self.pool)
+        ph = ph.flatten(2)                                       # B, E, M
+        v = v.flatten(2).transpose(1, 2)                         # B, M, C
+        dot = torch.bmm(th, ph)                                  # B, N, M
+        if self.kind == "weighted":
+            if self.kernel == "dot":
+                w = self.lam * dot
+            elif self.normalize == "rows":
+                return self.lam * torch.softmax(dot, dim=-1), v
+            else:
+                w = self.lam * torch.exp(dot.clamp(max=30.0))
+        else:
+            d2 = (th * th).sum(-1)[:, :, None] + (ph * ph).sum(1)[:, None, :] - 2 * dot
+            d = (d2.clamp_min(0) + self.eps ** 2).sqrt()
+            s = self.order()
+            n = self.n
+            if self.kind == "fractional":
+                w = frac_const(n, torch.as_tensor(s, dtype=d.dtype)).to(d.dtype) * d.pow(-(n + 2 * s))
+            elif self.kind == "inverse_log":
+                w = -torch.log(d) / (2 * math.pi)
+            else:
+                w = inv_frac_const(n, torch.as_tensor(s, dtype=d.dtype)).to(d.dtype) * d.pow(-(n - 2 * s))
+            w = self.lam * w
+        if self.normalize == "rows":
+            w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+        else:
+            w = w / w.shape[-1]
+        return w, v
+
+    def forward(self, x):
+        b, c, h, wd = x.shape
+        w, v = self.weights(x)
+        wv = torch.bmm(w, v)                                     # B, N, C
+        xi = x.flatten(2).transpose(1, 2)
+        if self.kind == "weighted":
+            out = wv - w.sum(-1, keepdim=True) * xi             # sum_j w_ij (x_j - x_i)
+        elif self.kind == "fractional":
+            out = w.sum(-1, keepdim=True) * xi - wv             # sum_j w_ij (x_i - x_j)
+        else:
+            out = wv                                            # sum_j w_ij x_j
+        return out.transpose(1, 2).reshape(b, c, h, wd)
+
+
+_KINDS = ("weighted", "fractional", "inverse", "inverse_log")
+
+
+def _feature_examples(draw):
+    from hypothesis import strategies as st
+    c = draw(st.integers(2, 6))
+    kind = draw(st.sampled_from(_KINDS))
+    pool = draw(st.sampled_from([1, 2]))
+    learn = draw(st.booleans()) and kind in ("fractional", "inverse")
+    kernel = draw(st.sampled_from(["dot", "gaussian"])) if kind == "weighted" else "dot"
+    normalize = "n" if kernel == "dot" and kind == "weighted" else draw(st.sampled_from(["n", "rows"]))
+    order = 1.0 if kind == "inverse_log" else draw(st.floats(0.2, 0.8))
+    term = FeatureNonlocal(kind, order, learn, kernel, draw(st.sampled_from([0.5, 1.0])), pool, normalize,
+                           None, 2, 0.5)
+    return term, Field(c), (draw(st.integers(4, 9)), draw(st.integers(4, 9)))
+
+
+@register_family("feature_nonlocal", examples=_feature_examples)
+@dataclass(frozen=True, repr=False)
+class FeatureNonlocal(Term):
+    """The paper's feature-space integral operators: embeddings ``theta``, ``phi`` (1x1 convs to
+    ``embed`` = C/2 channels; keys and values max-pooled by ``pool``), distances
+    ``d_ij = sqrt(|theta(x_i) - phi(x_j)|^2 + eps^2)``, a kernel ``w_ij`` and a normalisation
+    by the number of keys M (``"n"``) or the row sums (``"rows"``).
+
+    * ``weighted``: ``lambda theta_i . phi_j`` (``kernel="dot"``) or ``lambda exp(theta_i . phi_j)``
+      (``"gaussian"``; with row normalisation a softmax); output ``sum_j w_ij (x_j - x_i)``
+      (a graph Laplacian, ``definite = "negative"``: it approximates ``+Delta``).
+    * ``fractional``: ``c(n,s) / d^(n+2s)``; output ``sum_j w_ij (x_i - x_j)`` (approximates
+      ``(-Delta)^s``, ``definite = "positive"``).
+    * ``inverse``: ``Gamma(n/2-s) / (4^s pi^(n/2) Gamma(s)) / d^(n-2s)``; ``inverse_log`` (s = 1,
+      n = 2): ``-log(d) / (2 pi)``; output ``sum_j w_ij x_j``.
+
+    ``n`` is the dimension in the kernel's exponent (2: the image plane). Nonlinear (the
+    weights depend on x); no Lipschitz bound is stated. With ``pool == 1`` it commutes with
+    every permutation of the pixels, so with shifts, rot90 and flips.
+    """
+
+    kind: str = "fractional"
+    order: float = 0.5
+    learn_order: bool = False
+    kernel: str = "dot"
+    lam: float = 1.0
+    pool: int = 1
+    normalize: str = "rows"
+    embed: Optional[int] = None
+    n: int = 2
+    eps: float = 1e-2
+    _positional = ("kind",)
+
+    def __post_init__(self):
+        if self.kind not in _KINDS:
+            raise ValueError(f"feature-space nonlocal kind must be one of {_KINDS}; got {self.kind!r}")
+        if self.kernel not in ("dot", "gaussian"):
+            raise ValueError(f"weighted_laplacian kernel must be 'dot' or 'gaussian'; got {self.kernel!r}")
+        if self.normalize not in ("n", "rows"):
+            raise ValueError(f"normalize must be 'n' (by the number of keys) or 'rows' (by row sums); "
+                             f"got {self.normalize!r}")
+        if self.kind == "weighted" and self.kernel == "dot" and self.normalize == "rows":
+            raise ValueError("the embedded dot product can be negative, so its rows cannot be normalised: "
+                             "use normalize='n' or kernel='gaussian'")
+        if not isinstance(self.pool, int) or self.pool < 1:
+            raise ValueError(f"pool must be a positive int; got {self.pool!r}")
+        if self.kind in ("fractional", "inverse") and not 0 < self.order < 1:
+            raise ValueError(f"the feature-space {self.kind} fractional Laplacian needs order in (0, 1) "
+                             f"(c(n, s) vanishes at s = 1); got {self.order!r}")
+        if self.kind == "inverse" and not self.order < self.n / 2:
+            raise ValueError(f"the Riesz potential needs order < n/2 = {self.n / 2}; got {self.order!r}")
+        if self.learn_order and self.kind not in ("fractional", "inverse"):
+            raise ValueError(f"learn_order applies to the fractional kinds, not {self.kind!r}")
+
+    @property
+    def definite(self):
+        return "negative" if self.kind == "weighted" else "positive"
+
+    def _embed(self, t):
+        if self.embed is not None:
+            return self.embed
+        c = t.channels
+        return max(1, c // 2) if isinstance(c, int) else c / 2
+
+    def out_type(self, t):
+        return self.require_real(t)
+
+    def _keys(self, size):
+        h, w = size
+        p = self.pool
+        if p == 1:
+            return h * w
+        if isinstance(h, int) and isinstance(w, int):
+            return (h // p) * (w // p)
+        return sympy.floor(h / p) * sympy.floor(w / p)
+
+    def cost(self, t, size):
+        c, e = t.channels, self._embed(t)
+        n = size[0] * size[1]
+        m = self._keys(size)
+        params = 2 * c * e + int(self.learn_order)
+        return Cost(params, 2 * c * e * n + n * m * e + n * m * c)
+
+    def equivariance(self, t):
+        return frozenset({"shift", "rot90", "flip"}) if self.pool == 1 else frozenset()
+
+    def build(self, t):
+        return FeatureNonlocalModule(t.channels, self._embed(t), self.kind, float(self.order), self.learn_order,
+                                     self.kernel, float(self.lam), self.pool, self.normalize, self.n,
+                                     float(self.eps))
+
+
+# ---------------------------------------------------------------------------
+# Constructors
+# ---------------------------------------------------------------------------
+def _check_space(space):
+    if space not in ("grid", "feature"):
+        raise ValueError(f"space must be 'grid' (FFT on the pixel grid) or 'feature' (the paper's "
+                         f"embedding-space kernel); got {space!r}")
+
+
+@op("grid_laplacian")
+def fractional_laplacian(order: float = 0.5, space: str = "grid", learn_order: bool = False,
+                         weight: bool = True, periodic: bool = True, **feature) -> Term:
+    """The fractional Laplacian ``(-Delta)^s``.
+
+    ``space="grid"``: on the pixel grid through the FFT and the 5-point symbol (``order`` in
+    (0, 1], ``learn_order`` per channel in (0, 1), per-channel ``weight`` starting at 1,
+    ``periodic`` or zero-padded). ``space="feature"``: the paper's kernel
+    ``c(n,s)/d^(n+2s)`` between embedded features (keyword options of :class:`FeatureNonlocal`:
+    ``pool``, ``normalize``, ``lam``, ``embed``, ``n``, ``eps``).
+
+    >>> from operad import ops, Field
+    >>> ops.fractional_laplacian(1.0).bind(Field(2)).out_type
+    Field(2)
+    """
+    _check_space(space)
+    if space == "feature":
+        return FeatureNonlocal("fractional", order, learn_order, **feature)
+    if feature:
+        raise TypeError(f"options {sorted(feature)} apply to space='feature' only")
+    return GridLaplacian(order, False, learn_order, weight, periodic)
+
+
+@op("grid_laplacian")
+def inverse_fractional_laplacian(order: float = 0.5, space: str = "grid", learn_order: bool = False,
+                                 weight: bool = True, periodic: bool = True, **feature) -> Term:
+    """``(-Delta)^-s``: on the grid the pseudo-inverse (mean mapped to 0, exact inverse on
+    mean-free inputs); in feature space the Riesz potential ``Gamma(n/2-s)/(4^s pi^(n/2)
+    Gamma(s)) / d^(n-2s)``, or at ``order=1`` (n = 2) the logarithmic kernel ``-log(d)/(2 pi)``.
+
+    >>> import torch
+    >>> from operad import ops, Field
+    >>> L, G = ops.fractional_laplacian(0.5).bind(Field(1)), ops.inverse_fractional_laplacian(0.5).bind(Field(1))
+    >>> x = torch.randn(1, 1, 8, 8, dtype=torch.float64); x = x - x.mean()
+    >>> bool(torch.allclose(G.double()(L.double()(x)), x))
+    True
+    """
+    _check_space(space)
+    if space == "feature":
+        n = feature.get("n", 2)
+        kind = "inverse_log" if order == 1 and n == 2 else "inverse"
+        return FeatureNonlocal(kind, order, learn_order, **feature)
+    if feature:
+        raise TypeError(f"options {sorted(feature)} apply to space='feature' only")
+    return GridLaplacian(order, True, learn_order, weight, periodic)
+
+
+@op("feature_nonlocal")
+def weighted_laplacian(kernel: str = "dot", lam: float = 1.0, pool: int = 1, normalize: Optional[str] = None,
+                       embed: Optional[int] = None) -> FeatureNonlocal:
+    """The paper's weighted Laplacian ``sum_j w_ij (x_j - x_i) / N`` with ``w = lambda theta^T phi``
+    (``kernel="dot"``, normalised by N) or the embedded Gaussian ``lambda exp(theta^T phi)``
+    (``"gaussian"``, by default normalised by row sums, i.e. a softmax).
+
+    >>> from operad import ops, Field
+    >>> ops.weighted_laplacian(pool=2).bind(Field(8)).theta.weight.shape
+    torch.Size([4, 8, 1, 1])
+    """
+    if normalize is None:
+        normalize = "n" if kernel == "dot" else "rows"
+    return FeatureNonlocal("weighted", 0.5, False, kernel, lam, pool, normalize, embed)
