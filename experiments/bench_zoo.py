@@ -1,0 +1,224 @@
+"""Benchmark of network zoo II against ResNet-18 and ResNet-20, in one run.
+
+For every zoo-II network (MobileNetV2, GhostNet, Ghost-ResNet/VGG, G-Ghost,
+SKNet, MGIC, the segmentation heads) and the two baselines: parameters and
+MACs at the native input size (exact, from ``operad.cost``), CPU inference
+latency at batch 1 (native size) and CPU training throughput at batch 64
+(ImageNet-sized models at a reduced training size, 64x64 by default, and
+segmentation models at 96x128: the table says which), each the median of
+several timed runs after warm-up, with ``torch.set_num_threads(2)``. Ratios
+compare each network with its baseline (ResNet-20 for 32x32 inputs, ResNet-18
+otherwise): ``lat/MAC`` is the latency ratio divided by the MAC ratio, so a
+value below 1 means the network turns MACs into latency faster than the
+baseline does. When CUDA is available the same is measured on the GPU with
+bf16 autocast and channels_last (native sizes, batch 1 and 64).
+
+    .venv/bin/python -m operad.experiments.bench_zoo              # everything
+    .venv/bin/python -m operad.experiments.bench_zoo --models 'ghost*' --runs 3
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fnmatch
+import json
+import statistics
+import time
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+import operad
+from operad import Field
+from operad.models import MODELS, create_model, list_models, model_info
+
+__all__ = ["ZOO", "BASELINES", "measure", "main"]
+
+ZOO = ["mobilenetv2_050", "mobilenetv2_100", "mobilenetv2_140", "mobilenetv2_100_cifar", "ghostnet_100",
+       "ghostnet_130", "ghost_resnet56", "ghost_vgg16", "g_ghost_resnet56", "sknet50", "sk_resnext29",
+       "mgic_resnet56", "mgic_mobilenetv2_100", "deeplabv3_mobilenetv2", "lraspp_mobilenetv2", "fcn_mobilenetv2"]
+BASELINES = ["resnet20", "resnet18"]
+
+
+def _fallback_baseline(name: str) -> nn.Module:
+    """ResNet-20 / ResNet-18 built here from ops when the registry does not (yet) have them."""
+    from operad import ops
+    from operad.models._cifar import basic_block, chain, cifar_resnet_term
+    if name == "resnet20":
+        term = cifar_resnet_term(20, basic_block, 10)
+    else:
+        def block(cin, out, stride):
+            body = (ops.conv(out, stride=stride, bias=False) >> ops.bn() >> ops.relu()
+                    >> ops.conv(out, bias=False) >> ops.bn())
+            short = None if stride == 1 and cin == out else ops.conv(out, k=1, stride=stride, bias=False) >> ops.bn()
+            return ops.residual(body, short) >> ops.relu()
+        items = [ops.conv(64, k=7, stride=2, bias=False) >> ops.bn() >> ops.relu() >> ops.max_pool(3, 2, 1)]
+        cin = 64
+        for i, w in enumerate((64, 128, 256, 512)):
+            items.append(block(cin, w, 1 if i == 0 else 2) >> block(w, w, 1))
+            cin = w
+        term = chain(items + [ops.global_pool() >> ops.linear(1000)])
+    m = term.bind(Field(3))
+    m.model_name = name + " (ops)"
+    return m
+
+
+def _model(name: str):
+    if name in MODELS:
+        info = model_info(name)
+        return create_model(name), tuple(info.input_size[1:]), info.task
+    if name in BASELINES:
+        return _fallback_baseline(name), ((32, 32) if name == "resnet20" else (224, 224)), "classification"
+    raise KeyError(name)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_time(fn, device, warmup: int, runs: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(model: nn.Module, infer_hw, train_hw, task: str, device="cpu", amp: Optional[torch.dtype] = None,
+            channels_last: bool = False, batch: int = 64, runs: int = 5, warmup: int = 2,
+            max_train_runs: Optional[int] = None) -> Dict[str, float]:
+    """Median batch-1 latency (ms) at ``infer_hw`` and training images/s at ``batch`` x ``train_hw``."""
+    device = torch.device(device)
+    model = model.to(device)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
+    ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
+    model.eval()
+    x1 = torch.randn(1, 3, *infer_hw, device=device).contiguous(memory_format=fmt)
+
+    def infer():
+        with torch.no_grad(), ctx():
+            model(x1)
+    lat = _median_time(infer, device, warmup, runs)
+
+    model.train()
+    xb = torch.randn(batch, 3, *train_hw, device=device).contiguous(memory_format=fmt)
+    out_shape = None
+    with torch.no_grad(), ctx():
+        out_shape = model(xb[:2]).shape
+    ncls = out_shape[1]
+    if task == "segmentation":
+        yb = torch.randint(0, ncls, (batch, *train_hw), device=device)
+    else:
+        yb = torch.randint(0, ncls, (batch,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with ctx():
+            loss = loss_fn(model(xb).float(), yb)
+        loss.backward()
+        opt.step()
+    t_runs = runs if max_train_runs is None else max(1, min(runs, max_train_runs))
+    t_step = _median_time(step, device, 1, t_runs)
+    return {"latency_ms": lat * 1e3, "train_img_s": batch / t_step, "train_runs": t_runs}
+
+
+def _train_hw(hw, task, imagenet_train: int):
+    if task == "segmentation":
+        return (96, 128)
+    if hw[0] > 32:
+        return (imagenet_train, imagenet_train)
+    return hw
+
+
+def run(names: List[str], runs: int, batch: int, imagenet_train: int, device: str = "cpu",
+        amp: Optional[torch.dtype] = None, channels_last: bool = False, heavy_macs: float = 2e9,
+        native_train: bool = False) -> List[Dict[str, object]]:
+    rows = []
+    for name in names:
+        torch.manual_seed(0)
+        m, hw, task = _model(name)
+        c = operad.cost(m, size=hw)
+        thw = hw if native_train else _train_hw(hw, task, imagenet_train)
+        train_macs = c.macs * (thw[0] * thw[1]) / (hw[0] * hw[1])
+        heavy = device == "cpu" and train_macs > heavy_macs
+        t0 = time.perf_counter()
+        r = measure(m, hw, thw, task, device, amp, channels_last, batch, runs,
+                    max_train_runs=2 if heavy else None)
+        rows.append(dict(model=name, task=task, input=f"{hw[0]}x{hw[1]}", train_input=f"{thw[0]}x{thw[1]}",
+                         params=int(c.params), macs=int(c.macs), **r))
+        print(f"  {name:<24} {time.perf_counter() - t0:6.1f} s", flush=True)
+        del m
+    return rows
+
+
+def _ratios(rows):
+    base = {r["model"]: r for r in rows if r["model"] in BASELINES}
+    for r in rows:
+        b = base.get("resnet20" if r["input"] == "32x32" else "resnet18")
+        if b is None:
+            continue
+        r["baseline"] = b["model"]
+        r["mac_ratio"] = r["macs"] / b["macs"]
+        r["lat_ratio"] = r["latency_ms"] / b["latency_ms"]
+        r["lat_per_mac"] = r["lat_ratio"] / r["mac_ratio"]
+        if r["train_input"] == b["train_input"]:
+            r["train_ratio"] = r["train_img_s"] / b["train_img_s"]
+            train_macs_ratio = r["mac_ratio"]
+            r["train_time_per_mac"] = (1 / r["train_ratio"]) / train_macs_ratio
+    return rows
+
+
+def table(rows, title: str) -> str:
+    head = ("| model | input | params (M) | MACs (M) | latency b1 (ms) | lat ratio | MAC ratio | lat/MAC "
+            "| train input | train img/s (b64) | train ratio | train time/MAC | baseline |")
+    lines = [f"### {title}", "", head, "|" + "---|" * 13]
+    f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['input']} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.1f} | "
+                     f"{r['latency_ms']:.1f} | {f(r.get('lat_ratio'))} | {f(r.get('mac_ratio'))} | "
+                     f"{f(r.get('lat_per_mac'))} | {r['train_input']} | {r['train_img_s']:.1f} | "
+                     f"{f(r.get('train_ratio'))} | {f(r.get('train_time_per_mac'))} | {r.get('baseline', '-')} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> Dict[str, object]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="*", default=None, help="glob patterns over the zoo (default: all)")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--imagenet-train", type=int, default=64, help="training input side for ImageNet-sized models")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-gpu", action="store_true")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    names = ZOO if not a.models else [n for n in ZOO if any(fnmatch.fnmatch(n, pat) for pat in a.models)]
+    names = BASELINES + [n for n in names if n in MODELS]
+    src = {b: ("registry" if b in MODELS else "built from ops here") for b in BASELINES}
+    print(f"baselines: {src}; torch {torch.__version__}; threads {torch.get_num_threads()}", flush=True)
+    out = {"cpu": _ratios(run(names, a.runs, a.batch, a.imagenet_train))}
+    print(table(out["cpu"], f"CPU ({a.threads} threads, fp32; ImageNet models train at "
+                            f"{a.imagenet_train}x{a.imagenet_train}, segmentation at 96x128)"))
+    if torch.cuda.is_available() and not a.no_gpu:
+        out["gpu"] = _ratios(run(names, max(a.runs, 10), a.batch, a.imagenet_train, "cuda", torch.bfloat16, True,
+                                 native_train=True))
+        print()
+        print(table(out["gpu"], f"GPU {torch.cuda.get_device_name()} (bf16 autocast, channels_last, native sizes)"))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(out, f, indent=1)
+    return out
+
+
+if __name__ == "__main__":
+    main()
