@@ -20,7 +20,7 @@ from torch import nn
 
 from ._util import ceil_div, floordiv
 from .field import Field
-from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
+from .term import POINTWISE, Cost, Term, op, register_family
 
 __all__ = ["HarmonicReLU", "HarmonicPool", "harmonic_relu", "harmonic_pool"]
 
@@ -34,10 +34,12 @@ def _require_harmonic(term: Term, t: Field, rank2: bool = True) -> Field:
 
 
 def _rotations(t: Field):
-    """Transforms a magnitude-only point-wise map commutes with on ``t``."""
+    """Transforms a magnitude-only point-wise map commutes with on ``t``: the
+    pixel permutations (like ``ops.relu``; arbitrary angles commute only up to
+    the interpolation of a thresholded field, so they are not claimed)."""
     if t.orders and any(t.orders):
-        return frozenset({"shift", "rot90", "rotation"})  # a flip maps order m to -m
-    return ALL_TRANSFORMS
+        return frozenset({"shift", "rot90"})  # a flip maps order m to -m
+    return POINTWISE
 
 
 # ----------------------------------------------------------------------------- C-ReLU
