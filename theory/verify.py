@@ -219,3 +219,7 @@ def run_all(module: nn.Module, input_shape: Sequence[int], seed: int = 0,
             except ValueError as e:
                 reports.append(Report(f"equivariance[{tr}]", float("nan"), False, None, str(e)))
     return reports
+
+from .stability import stability  # noqa: E402  (PDE step-size condition and linearised step norm)
+
+__all__ += ["stability"]
