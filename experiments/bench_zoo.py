@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import fnmatch
 import json
+import os
 import statistics
 import time
 from typing import Dict, List, Optional
@@ -30,7 +31,6 @@ import torch
 from torch import nn
 
 import operad
-from operad import Field
 from operad.models import MODELS, create_model, list_models, model_info
 
 __all__ = ["ZOO", "BASELINES", "measure", "main"]
@@ -41,36 +41,11 @@ ZOO = ["mobilenetv2_050", "mobilenetv2_100", "mobilenetv2_140", "mobilenetv2_100
 BASELINES = ["resnet20", "resnet18"]
 
 
-def _fallback_baseline(name: str) -> nn.Module:
-    """ResNet-20 / ResNet-18 built here from ops when the registry does not (yet) have them."""
-    from operad import ops
-    from operad.models._cifar import basic_block, chain, cifar_resnet_term
-    if name == "resnet20":
-        term = cifar_resnet_term(20, basic_block, 10)
-    else:
-        def block(cin, out, stride):
-            body = (ops.conv(out, stride=stride, bias=False) >> ops.bn() >> ops.relu()
-                    >> ops.conv(out, bias=False) >> ops.bn())
-            short = None if stride == 1 and cin == out else ops.conv(out, k=1, stride=stride, bias=False) >> ops.bn()
-            return ops.residual(body, short) >> ops.relu()
-        items = [ops.conv(64, k=7, stride=2, bias=False) >> ops.bn() >> ops.relu() >> ops.max_pool(3, 2, 1)]
-        cin = 64
-        for i, w in enumerate((64, 128, 256, 512)):
-            items.append(block(cin, w, 1 if i == 0 else 2) >> block(w, w, 1))
-            cin = w
-        term = chain(items + [ops.global_pool() >> ops.linear(1000)])
-    m = term.bind(Field(3))
-    m.model_name = name + " (ops)"
-    return m
-
-
 def _model(name: str):
     if name in MODELS:
         info = model_info(name)
         return create_model(name), tuple(info.input_size[1:]), info.task
-    if name in BASELINES:
-        return _fallback_baseline(name), ((32, 32) if name == "resnet20" else (224, 224)), "classification"
-    raise KeyError(name)
+    raise KeyError(f"{name!r} is not registered")
 
 
 def _sync(device):
@@ -204,11 +179,17 @@ def main(argv=None) -> Dict[str, object]:
     torch.set_num_threads(a.threads)
     names = ZOO if not a.models else [n for n in ZOO if any(fnmatch.fnmatch(n, pat) for pat in a.models)]
     names = BASELINES + [n for n in names if n in MODELS]
-    src = {b: ("registry" if b in MODELS else "built from ops here") for b in BASELINES}
-    print(f"baselines: {src}; torch {torch.__version__}; threads {torch.get_num_threads()}", flush=True)
+    missing = [b for b in BASELINES if b not in MODELS]
+    if missing:
+        raise SystemExit(f"bench_zoo needs the baselines {missing} in the registry (models/resnet.py)")
+    load0 = os.getloadavg()
+    print(f"torch {torch.__version__}; threads {torch.get_num_threads()}; load average {load0[0]:.1f}", flush=True)
     out = {"cpu": _ratios(run(names, a.runs, a.batch, a.imagenet_train))}
+    load1 = os.getloadavg()
+    out["load_average"] = [load0[0], load1[0]]
     print(table(out["cpu"], f"CPU ({a.threads} threads, fp32; ImageNet models train at "
-                            f"{a.imagenet_train}x{a.imagenet_train}, segmentation at 96x128)"))
+                            f"{a.imagenet_train}x{a.imagenet_train}, segmentation at 96x128; 1-min load average "
+                            f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end)"))
     if torch.cuda.is_available() and not a.no_gpu:
         out["gpu"] = _ratios(run(names, max(a.runs, 10), a.batch, a.imagenet_train, "cuda", torch.bfloat16, True,
                                  native_train=True))

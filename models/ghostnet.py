@@ -4,17 +4,18 @@ and a G-GhostNet (G-Ghost stages, IJCV 2022) on a CIFAR ResNet-56 backbone.
 GhostNet's table (k, expansion, out, SE ratio, stride) per stage; widths scale
 by ``width`` rounded to multiples of 4; stem 16 channels stride 2; head 1x1 to
 960, global pool, FC 960 -> 1280 with bias, ReLU, dropout, classifier.
-Named stages: ``stem``, ``stage1`` .. ``stage9``, ``head``.
+Named stages: ``stem``, ``stage1`` .. ``stage9``, ``conv_head`` and the classifier ``head``
+(dropped by ``features_only``).
 """
 from __future__ import annotations
 
 from .. import ops
 from ..operators.gate import make_divisible
 from ..operators.term import Term
-from ._cifar import basic_block, chain, cifar_resnet_term
+from .resnet import basic_block, chain, cifar_resnet
 from .registry import register_model
 
-__all__ = ["ghostnet", "GHOSTNET_CFG", "ghost_resnet", "ghost_vgg", "g_ghost_resnet", "VGG16"]
+__all__ = ["ghostnet", "GHOSTNET_CFG", "ghost_block", "ghost_resnet", "ghost_vgg", "g_ghost_resnet", "VGG16"]
 
 GHOSTNET_CFG = (
     ((3, 16, 16, 0, 1),),
@@ -50,10 +51,12 @@ def ghostnet(width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, dro
         blocks = [ops.ghost_bottleneck(make_divisible(c * width, 4), make_divisible(e * width, 4), k=k, stride=s,
                                        se=se or None) for k, e, c, se, s in cfg]
         stages.append(_chain(blocks).named(f"stage{i + 1}"))
-    stages.append((ops.conv(make_divisible(960 * width, 4), k=1, bias=False) >> ops.bn() >> ops.relu()).named("head"))
+    stages.append((ops.conv(make_divisible(960 * width, 4), k=1, bias=False) >> ops.bn() >> ops.relu())
+                  .named("conv_head"))
     if features_only:
         return _chain(stages)
-    stages.append(ops.global_pool() >> ops.linear(1280) >> ops.relu() >> ops.dropout(drop) >> ops.linear(num_classes))
+    stages.append((ops.global_pool() >> ops.linear(1280) >> ops.relu() >> ops.dropout(drop)
+                   >> ops.linear(num_classes)).named("head"))
     return _chain(stages)
 
 
@@ -72,22 +75,24 @@ def ghostnet_130(num_classes: int = 1000, in_chans: int = 3, drop: float = 0.2, 
 # ---------------------------------------------------------------------------
 # CIFAR: Ghost-ResNet-56, Ghost-VGG-16, G-Ghost ResNet-56
 # ---------------------------------------------------------------------------
-def _ghost_conv(ratio: int = 2, dw: int = 3):
-    """A Ghost module (k = 3) in place of a 3x3 conv + BN (+ ReLU)."""
-    return lambda out, stride, relu: ops.ghost(out, ratio=ratio, k=3, dw=dw, stride=stride, relu=relu)
+def ghost_block(cin: int, out: int, stride: int = 1, ratio: int = 2, dw: int = 1) -> Term:
+    """A CIFAR basic block whose two 3x3 conv + BN (+ ReLU) are Ghost modules (k = 3)."""
+    body = (ops.ghost(out, ratio=ratio, k=3, dw=dw, stride=stride, relu=True)
+            >> ops.ghost(out, ratio=ratio, k=3, dw=dw, relu=False))
+    short = None if stride == 1 and cin == out else ops.option_a(out, stride)
+    return ops.residual(body, short) >> ops.relu()
 
 
-def ghost_resnet(depth: int = 56, num_classes: int = 10, ratio: int = 2, dw: int = 3,
+def ghost_resnet(depth: int = 56, num_classes: int = 10, ratio: int = 2, dw: int = 1, in_chans: int = 3,
                  features_only: bool = False) -> Term:
-    """A CIFAR ResNet whose 3x3 convolutions are Ghost modules (s = ratio, d = dw).
+    """A CIFAR ResNet (option-A shortcuts) whose 3x3 convolutions are Ghost modules (s = ratio, d = dw).
 
     >>> from operad import Field, cost
     >>> round(cost(ghost_resnet(56, dw=1), Field(3), size=(32, 32)).params / 1e6, 3)
     0.43
     """
-    conv = _ghost_conv(ratio, dw)
-    return cifar_resnet_term(depth, lambda cin, out, s: basic_block(cin, out, s, conv), num_classes,
-                             features_only=features_only)
+    return cifar_resnet(depth, num_classes, in_chans, block=lambda c, o, s: ghost_block(c, o, s, ratio, dw),
+                        features_only=features_only)
 
 
 @register_model(input_size=(3, 32, 32), tags=("ghostnet", "zoo2", "cifar"))
@@ -95,7 +100,7 @@ def ghost_resnet56(num_classes: int = 10, in_chans: int = 3, ratio: int = 2, dw:
                    features_only: bool = False) -> Term:
     """Ghost-ResNet-56 (s = 2): 0.430M parameters and 63.2M MACs, the published 0.43M
     and 63M, which correspond to d = 1 cheap operations (``dw=3`` gives 0.438M, 65.3M)."""
-    return ghost_resnet(56, num_classes, ratio, dw, features_only)
+    return ghost_resnet(56, num_classes, ratio, dw, in_chans, features_only)
 
 
 VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -118,7 +123,7 @@ def ghost_vgg(cfg=VGG16, num_classes: int = 10, ratio: int = 2, dw: int = 3, hid
         return chain(stages)
     head = ops.global_pool() >> (ops.linear(hidden) >> ops.relu() >> ops.linear(num_classes) if hidden
                                  else ops.linear(num_classes))
-    return chain(stages + [head])
+    return chain(stages + [head.named("head")])
 
 
 @register_model(input_size=(3, 32, 32), tags=("ghostnet", "zoo2", "cifar"))
@@ -133,10 +138,16 @@ def g_ghost_resnet(depth: int = 56, num_classes: int = 10, cheap_ratio: float = 
     """A CIFAR ResNet whose stages are G-Ghost stages: the first block (``base``)
     changes width and stride, the middle blocks run on ``(1 - cheap_ratio)`` of the
     channels, the cheap channels come from the first block's output and a pooled mix."""
-    def stage(cin, out, stride, n):
+    if (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n + 2; got {depth}")
+    n = (depth - 2) // 6
+
+    def stage(cin, out, stride, _):
         return ops.g_ghost_stage(basic_block(cin, out, stride), lambda c: basic_block(c, c, 1),
                                  basic_block(out, out, 1), n=n, cheap_ratio=cheap_ratio)
-    return cifar_resnet_term(depth, None, num_classes, stage=stage, features_only=features_only)
+    # one "block" per stage: the whole G-Ghost stage
+    return cifar_resnet(depth, num_classes, block=lambda c, o, s: stage(c, o, s, n), blocks_per_stage=1,
+                        features_only=features_only)
 
 
 @register_model(input_size=(3, 32, 32), tags=("ghostnet", "zoo2", "cifar"))

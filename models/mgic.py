@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .. import ops
 from ..operators.term import Term
-from ._cifar import basic_block, cifar_resnet_term
+from .resnet import basic_block, cifar_resnet
 from .mobilenet import mobilenetv2
 from .registry import register_model
 
@@ -23,9 +23,8 @@ def mgic_resnet(depth: int = 56, num_classes: int = 10, group: int = 8, coarsest
         if stride == 1 and cin == out:
             return ops.mgic(group=group, coarsest=coarsest, block="basic")
         return basic_block(cin, out, stride)
-    return cifar_resnet_term(depth, block, num_classes, widths=(16 * width, 32 * width, 64 * width),
-                             stem=ops.conv(16 * width, k=3, bias=False) >> ops.bn() >> ops.relu(),
-                             features_only=features_only)
+    return cifar_resnet(depth, num_classes, widths=(16 * width, 32 * width, 64 * width), block=block,
+                        features_only=features_only)
 
 
 @register_model(input_size=(3, 32, 32), tags=("mgic", "zoo2", "cifar"))

@@ -6,7 +6,8 @@ a 1x1 head to 1280 channels; widths scale by ``width`` and round to multiples
 of 8. ``cifar=True`` makes the stem and the second stage stride 1 (overall
 stride 8 for 32x32 inputs). ``output_stride`` 16 or 8 replaces the later
 strides by dilation (DeepLabv3). Named stages: ``stem``, ``stage1`` ..
-``stage7``, ``head``; ``features_only=True`` returns the trunk up to ``stage7``.
+``stage7``, ``conv_head`` (1x1 to 1280) and the classifier ``head``;
+``features_only=True`` returns the trunk up to ``stage7``.
 """
 from __future__ import annotations
 
@@ -67,8 +68,8 @@ def mobilenetv2(width: float = 1.0, num_classes: int = 1000, in_chans: int = 3, 
     if features_only:
         return _chain(stages)
     head_c = make_divisible(1280 * max(1.0, width))
-    stages.append((ops.conv(head_c, k=1, bias=False) >> ops.bn() >> ops.relu6()).named("head"))
-    stages.append(ops.global_pool() >> ops.dropout(drop) >> ops.linear(num_classes))
+    stages.append((ops.conv(head_c, k=1, bias=False) >> ops.bn() >> ops.relu6()).named("conv_head"))
+    stages.append((ops.global_pool() >> ops.dropout(drop) >> ops.linear(num_classes)).named("head"))
     return _chain(stages)
 
 

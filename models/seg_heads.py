@@ -24,7 +24,7 @@ from .registry import MODELS, model_term, register_model
 
 __all__ = ["backbone", "pyramid", "split_at_stride", "aspp", "deeplabv3", "lraspp", "fcn"]
 
-_PROBE = 720720
+_PROBE = 2 ** 20
 
 
 def _items(term: Term) -> Tuple[Term, ...]:
@@ -62,7 +62,7 @@ def pyramid(trunk: Term, in_type: Field = Field(3)) -> List[Tuple[str, int, int]
     for i, it in enumerate(_items(trunk)):
         size = it.out_size(t, size)
         t = it._infer(t)
-        out.append((it.name if isinstance(it, Named) else f"[{i}]", t.channels, _PROBE // size[0]))
+        out.append((it.name if isinstance(it, Named) else f"[{i}]", t.channels, round(_PROBE / size[0])))
     return out
 
 

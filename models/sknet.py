@@ -64,7 +64,7 @@ def sknet(layers: Sequence[int] = (3, 4, 6, 3), mids: Sequence[int] = (128, 256,
         stages.append(_chain(blocks).named(f"stage{i + 1}"))
     if features_only:
         return _chain(stages)
-    stages.append(ops.global_pool() >> ops.linear(num_classes))
+    stages.append((ops.global_pool() >> ops.linear(num_classes)).named("head"))
     return _chain(stages)
 
 
