@@ -220,6 +220,11 @@ def run_all(module: nn.Module, input_shape: Sequence[int], seed: int = 0,
                 reports.append(Report(f"equivariance[{tr}]", float("nan"), False, None, str(e)))
     return reports
 
+
+from .shift_stability import shift_stability  # noqa: E402  (small input translations; see that module)
+
+__all__ += ["shift_stability"]
+
 from .stability import stability  # noqa: E402  (PDE step-size condition and linearised step norm)
 
 __all__ += ["stability"]
