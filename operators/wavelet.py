@@ -6,7 +6,9 @@
 inverse (the adjoint). The whole J-level bank runs as two strided
 convolutions with precomputed composite 1-D filters: one along H (both
 trees), one along W with the tree-to-complex mixing folded into its weights.
-Images are treated as periodic; sides are cropped to multiples of ``2**J``.
+Images are treated as periodic; sides that are not multiples of ``2**J`` are
+first zero-padded (bottom, right) to the next multiple, which keeps the norm,
+so outputs have ``ceil(H / 2**J)`` rows like a 'same' strided convolution.
 
 ``ops.cmod(out, levels=J)`` is Leterme et al.'s CMod block: colour mixing
 (1x1, initialised to luminance) -> selected complex packets -> modulus -> BN ->
@@ -26,12 +28,12 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Tuple, Union
 
+import sympy
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._macro import Macro
-from ._util import floordiv
 from ._wavelet_bank import QSHIFT, bank, select_packets
 from .conv import Conv
 from .field import Channels, Field
@@ -119,9 +121,9 @@ class DTCWPTModule(nn.Module):
     def forward(self, x):
         b, c, h, w = x.shape
         s, st, L = self.s, self.stride, self.L
-        hc, wc = (h // s) * s, (w // s) * s
+        hc, wc = -(-h // s) * s, -(-w // s) * s
         if hc != h or wc != w:
-            x = x[..., :hc, :wc]
+            x = F.pad(x, (0, wc - w, 0, hc - h))
         y = x.reshape(b * c, 1, hc, wc)
         y = _extend(y, -2, self.start, (hc // st - 1) * st + L)
         y = F.conv2d(y, self.w1, stride=(st, 1))
@@ -132,6 +134,12 @@ class DTCWPTModule(nn.Module):
         return y.reshape(b, -1, hc // st, wc // st)
 
 
+def _ceil_div(n, s: int):
+    if isinstance(n, int):
+        return -(-n // s)
+    return sympy.ceiling(sympy.sympify(n) / s)
+
+
 def _check_filters(filters: str):
     if filters not in QSHIFT:
         raise ValueError(f"unknown wavelet filters {filters!r}; choose from {sorted(QSHIFT)}")
@@ -139,7 +147,7 @@ def _check_filters(filters: str):
 
 def _dtcwpt_examples(draw):
     from hypothesis import strategies as st
-    levels = draw(st.sampled_from([1, 1, 2, 2, 3]))
+    levels = draw(st.sampled_from([1, 2]))  # J = 3 is covered by tests/test_wavelet.py
     filters = draw(st.sampled_from(["qshift_a", "qshift_b"]))
     s = 2 ** levels
     n = 2 * 4 ** levels
@@ -211,7 +219,7 @@ class DTCWPT(Term):
 
     def out_size(self, t, size):
         r = self.s // self.st
-        return tuple(floordiv(n, self.s) * r for n in size)
+        return tuple(_ceil_div(n, self.s) * r for n in size)
 
     def cost(self, t, size):
         ho, wo = self.out_size(t, size)
