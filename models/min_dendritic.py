@@ -1,0 +1,127 @@
+"""Min-Nets and dendritic (DAC) networks, each the rewrite of its standard
+counterpart of the same depth (:mod:`operad.operators.unit_rewrite`).
+
+=========================  =====================================================  ====================
+name                       what                                                   counterpart
+=========================  =====================================================  ====================
+``min_resnet20``           ResNet-20, first block of each stage a Min block        ``resnet20``
+``min_resnet56``           ResNet-56 (N = 9 blocks per stage), the reference       ``resnet56``
+                           Min-ResNet: first block of each stage a Min block
+``min_densenet_bc100``     DenseNet-BC (L=100, k=12), every layer a Min unit       ``densenet_bc100``
+``dendritic_resnet20``     ResNet-20, every ReLU moved onto the connections        ``resnet20``
+``dendritic_resnet56``     of the conv / FC layer it feeds (dendritic head)        ``resnet56``
+``dendritic_resnet18``     ResNet-18 (torchvision layout), the same                ``resnet18``
+=========================  =====================================================  ====================
+
+``blocks="all"`` makes every residual unit of a Min-ResNet a Min block. The
+dendritic networks start (dendrite biases 0) as exactly their counterparts'
+functions, with twice the conv/FC weights and the same counted MACs.
+
+>>> from operad.models import create_model
+>>> create_model("min_resnet20").stage2[0].term
+min_block(32, stride=2)
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from .. import ops
+from ..operators.min_unit import MinUnit
+from ..operators.term import Term
+from ..operators.unit_rewrite import to_dendritic, to_min
+from .registry import MODELS, model_term, register_model
+
+__all__ = ["densenet_bc", "min_densenet_bc100", "min_resnet20", "min_resnet56", "dendritic_resnet20",
+           "dendritic_resnet56", "dendritic_resnet18"]
+
+_CIFAR = dict(input_size=(3, 32, 32))
+
+
+def _min_resnet(depth: int, num_classes: int, in_chans: int, blocks: str, k: int, q: int, n: int) -> Term:
+    return to_min(model_term(f"resnet{depth}", num_classes=num_classes, in_chans=in_chans), blocks, k, q, n)
+
+
+@register_model(tags=("min", "resnet", "cifar"), **_CIFAR)
+def min_resnet20(num_classes: int = 10, in_chans: int = 3, blocks: str = "first", k: int = 3, q: int = 2,
+                 n: int = 2) -> Term:
+    """Min-ResNet-20: ResNet-20 whose first residual unit per stage is a Min block."""
+    return _min_resnet(20, num_classes, in_chans, blocks, k, q, n)
+
+
+@register_model(tags=("min", "resnet", "cifar"), **_CIFAR)
+def min_resnet56(num_classes: int = 10, in_chans: int = 3, blocks: str = "first", k: int = 3, q: int = 2,
+                 n: int = 2) -> Term:
+    """The reference Min-ResNet (N = 9 blocks per stage, depth 56): the first unit of
+    each stage is a Min block (1x1 to 2*out + BN + ReLU, min of two depthwise 3x3 +
+    IN + ReLU, 1x1 + BN + ReLU; 2x2 average-pool shortcut; no ReLU after the sum)."""
+    return _min_resnet(56, num_classes, in_chans, blocks, k, q, n)
+
+
+def _dendritic(name: str, num_classes: int, in_chans: int) -> Term:
+    return to_dendritic(model_term(name, num_classes=num_classes, in_chans=in_chans))
+
+
+@register_model(tags=("dendritic", "resnet", "cifar"), **_CIFAR)
+def dendritic_resnet20(num_classes: int = 10, in_chans: int = 3) -> Term:
+    """Dendritic ResNet-20: per-connection biases before every ReLU, dendritic FC head."""
+    return _dendritic("resnet20", num_classes, in_chans)
+
+
+@register_model(tags=("dendritic", "resnet", "cifar"), **_CIFAR)
+def dendritic_resnet56(num_classes: int = 10, in_chans: int = 3) -> Term:
+    """Dendritic ResNet-56: per-connection biases before every ReLU, dendritic FC head."""
+    return _dendritic("resnet56", num_classes, in_chans)
+
+
+@register_model(tags=("dendritic", "resnet", "imagenet"), input_size=(3, 224, 224))
+def dendritic_resnet18(num_classes: int = 1000, in_chans: int = 3) -> Term:
+    """Dendritic ResNet-18 (torchvision layout), dendritic FC head."""
+    return _dendritic("resnet18", num_classes, in_chans)
+
+
+# ---------------------------------------------------------------------------
+# DenseNet-BC (Huang et al. 2017) and its Min version
+# ---------------------------------------------------------------------------
+def _bc_layer(growth: int) -> Term:
+    return (ops.bn() >> ops.relu() >> ops.conv(4 * growth, k=1, bias=False)
+            >> ops.bn() >> ops.relu() >> ops.conv(growth, k=3, bias=False))
+
+
+def _min_layer(growth: int, q: int = 4) -> Term:
+    # BN-ReLU, then the Min unit: 1x1 to q*growth + BN + ReLU, min of two depthwise
+    # 3x3 (+ IN + ReLU), 1x1 to growth + BN + ReLU
+    return ops.bn() >> ops.relu() >> MinUnit(growth, 3, q, 2)
+
+
+def densenet_bc(depth: int = 100, growth: int = 12, num_classes: int = 10, in_chans: int = 3,
+                compression: float = 0.5, layer=_bc_layer) -> Term:
+    """DenseNet-BC for 32x32 inputs: 3x3 stem to 2k, three dense blocks of
+    ``(depth - 4) / 6`` bottleneck layers, transitions BN-ReLU-1x1 (x compression) +
+    2x2 average pooling, BN-ReLU-global pool-FC head. ``layer(growth)`` makes a layer."""
+    if (depth - 4) % 6:
+        raise ValueError(f"DenseNet-BC depth must be 6n + 4 (40, 100, 190, ...); got {depth}")
+    n = (depth - 4) // 6
+    c = 2 * growth
+    net = ops.conv(c, k=3, bias=False).named("stem")
+    for i in range(3):
+        net = net >> ops.dense(layer(growth), n).named(f"block{i + 1}")
+        c += n * growth
+        if i < 2:
+            c = int(c * compression)
+            net = net >> (ops.bn() >> ops.relu() >> ops.conv(c, k=1, bias=False) >> ops.avg_pool(2)).named(
+                f"trans{i + 1}")
+    return net >> (ops.bn() >> ops.relu() >> ops.global_pool() >> ops.linear(num_classes)).named("head")
+
+
+if "densenet_bc100" not in MODELS:
+    @register_model(name="densenet_bc100", tags=("densenet", "cifar"), **_CIFAR)
+    def densenet_bc100(num_classes: int = 10, in_chans: int = 3) -> Term:
+        """DenseNet-BC (L = 100, k = 12; 0.77M parameters) for CIFAR."""
+        return densenet_bc(100, 12, num_classes, in_chans)
+
+
+@register_model(tags=("min", "densenet", "cifar"), **_CIFAR)
+def min_densenet_bc100(num_classes: int = 10, in_chans: int = 3, q: int = 4) -> Term:
+    """Min-DenseNet-BC (L = 100, k = 12): every layer's 3x3 conv becomes a Min unit
+    (BN-ReLU, 1x1 to q*k, min of two depthwise 3x3 + IN + ReLU, 1x1 to k + BN + ReLU)."""
+    return densenet_bc(100, 12, num_classes, in_chans, layer=lambda g: _min_layer(g, q))
