@@ -11,8 +11,8 @@ first zero-padded (bottom, right) to the next multiple, which keeps the norm,
 so outputs have ``ceil(H / 2**J)`` rows like a 'same' strided convolution.
 
 ``ops.cmod(out, levels=J)`` is Leterme et al.'s CMod block: colour mixing
-(1x1, initialised to luminance) -> selected complex packets -> modulus -> BN ->
-ReLU, a drop-in for conv + BN + ReLU + max-pool at total stride ``2**J``.
+(1x1, initialised to luminance, folded into the transform's first pass) ->
+selected complex packets -> modulus -> BN -> ReLU, a drop-in for conv + BN + ReLU + max-pool at total stride ``2**J``.
 ``ops.rmax(out, levels=J)`` is the real baseline with the same filters: the
 real parts at stride ``2**(J-1)`` -> BN -> ReLU -> max-pool.
 
@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._macro import Macro
+from ._util import spectral_norm
 from ._wavelet_bank import QSHIFT, bank, select_packets
 from .conv import Conv
 from .field import Channels, Field
@@ -122,9 +123,10 @@ def _plan(levels: int, filters: str, select: Optional[Tuple[int, ...]], parts: s
 class DTCWPTModule(nn.Module):
     """The bound forward transform: two strided convolutions with fixed buffers."""
 
-    def __init__(self, levels, filters, select, stride, parts):
+    def __init__(self, levels, filters, select, stride, parts, mix=0, cin=1):
         super().__init__()
         w1, w2, groups, gather = _plan(levels, filters, select, parts)
+        self.mix = nn.Parameter(_luminance(mix, cin)) if mix else None
         self.register_buffer("w1", w1.float(), persistent=False)
         self.register_buffer("w2", w2.float(), persistent=False)
         self.keep = gather  # per group, how many leading output channels are real packets (None: all)
@@ -137,9 +139,14 @@ class DTCWPTModule(nn.Module):
         hc, wc = -(-h // s) * s, -(-w // s) * s
         if hc != h or wc != w:
             x = F.pad(x, (0, wc - w, 0, hc - h))
-        y = x.reshape(b * c, 1, hc, wc)
-        y = _extend(y, -2, self.start, (hc // st - 1) * st + L)
-        y = F.conv2d(y, self.w1, stride=(st, 1))
+        if self.mix is None:
+            y = _extend(x.reshape(b * c, 1, hc, wc), -2, self.start, (hc // st - 1) * st + L)
+            y = F.conv2d(y, self.w1, stride=(st, 1))
+        else:  # the colour mixing folded into pass 1: one conv from c channels to mix x R filters
+            m, r = self.mix.shape[0], self.w1.shape[0]
+            k = (self.mix[:, None, :, None] * self.w1[None, :, 0, :, 0][:, :, None, :]).reshape(m * r, c, L, 1)
+            y = F.conv2d(_extend(x, -2, self.start, (hc // st - 1) * st + L), k, stride=(st, 1))
+            y = y.reshape(b * m, r, hc // st, wc)
         y = _extend(y, -1, self.start, (wc // st - 1) * st + L)
         y = F.conv2d(y, self.w2, stride=(1, st), groups=self.groups)
         if self.keep is not None:
@@ -147,6 +154,12 @@ class DTCWPTModule(nn.Module):
             y = y.reshape(n, self.groups, -1, ho, wo)
             y = torch.cat([y[:, j, :k] for j, k in enumerate(self.keep)], dim=1)
         return y.reshape(b, -1, hc // st, wc // st)
+
+
+def _luminance(m: int, c: int) -> torch.Tensor:
+    """``(m, c)`` mixing weights, every row luminance (BT.601 for 3 channels, the mean otherwise)."""
+    lum = torch.tensor(LUMINANCE) if c == 3 else torch.full((c,), 1.0 / c)
+    return lum.repeat(m, 1)
 
 
 def _ceil_div(n, s: int):
@@ -176,8 +189,9 @@ def _dtcwpt_examples(draw):
     real = draw(st.booleans()) and levels > 1
     stride = s // 2 if real else s
     size = (s * draw(st.integers(1, max(1, 16 // s))), s * draw(st.integers(1, max(1, 16 // s))))
-    term = dtcwpt(levels, filters, select=select, stride=stride, parts="real" if real else "complex")
-    return term, Field(draw(st.integers(1, 3 if levels < 3 else 1))), size
+    mix = draw(st.sampled_from([0, 0, 1, 2]))
+    term = dtcwpt(levels, filters, select=select, stride=stride, parts="real" if real else "complex", mix=mix)
+    return term, Field(draw(st.integers(1, 3))), size
 
 
 @register_family("dtcwpt", examples=_dtcwpt_examples)
@@ -188,8 +202,12 @@ class DTCWPT(Term):
     Output: per input channel, the selected complex packets (all ``2 * 4**J`` by
     default, in packet-index order), as a complex field at ``stride`` (default
     ``2**J``). ``parts="real"`` keeps only the real parts (a real field; used
-    by RMax, typically at ``stride = 2**(J-1)``). Lipschitz bound: the frame's
-    operator norm (1 up to the coefficients' precision) times ``2**J / stride``.
+    by RMax, typically at ``stride = 2**(J-1)``). ``mix=M > 0`` first mixes the
+    input channels into M trainable combinations initialised to luminance (the
+    paper's colour mixing; ``in * M`` parameters), folded into the first pass,
+    and transforms those. Lipschitz bound: the frame's operator norm (1 up to
+    the coefficients' precision) times ``2**J / stride`` (times the mixing
+    matrix's spectral norm).
     """
 
     levels: int = 2
@@ -197,6 +215,7 @@ class DTCWPT(Term):
     select: Optional[Tuple[int, ...]] = None
     stride: Optional[int] = None
     parts: str = "complex"
+    mix: int = 0
     linear = True
 
     def __post_init__(self):
@@ -208,6 +227,8 @@ class DTCWPT(Term):
             raise ValueError(f"dtcwpt stride must divide 2**levels = {s}; got {self.stride!r}")
         if self.parts not in ("complex", "real"):
             raise ValueError(f"dtcwpt parts must be 'complex' or 'real'; got {self.parts!r}")
+        if not isinstance(self.mix, int) or self.mix < 0:
+            raise ValueError(f"dtcwpt mix must be a non-negative int (0: no colour mixing); got {self.mix!r}")
         if self.select is not None:
             n = 2 * 4 ** self.levels
             sel = tuple(sorted(set(int(i) for i in self.select)))
@@ -229,7 +250,7 @@ class DTCWPT(Term):
 
     def out_type(self, t):
         self.require_real(t)
-        c = t.channels * self.n_packets
+        c = (self.mix or t.channels) * self.n_packets
         return Field(c, kind="complex") if self.parts == "complex" else Field(c)
 
     def out_size(self, t, size):
@@ -241,10 +262,11 @@ class DTCWPT(Term):
         L = bank(self.levels, self.filters).length
         kys, computed = self._layout()
         nparts = 2 if self.parts == "complex" else 1
-        c = t.channels
+        c = self.mix or t.channels
+        cin = t.channels if self.mix else 1  # pass 1 reads every input channel when the mixing is folded in
         # pass 1 (along H): 2 trees x kys filters at (ho, wo * stride); pass 2: 2 inputs per output
-        macs = c * 2 * kys * ho * wo * self.st * L + c * computed * nparts * 2 * L * ho * wo
-        return Cost(0, macs)
+        macs = c * cin * 2 * kys * ho * wo * self.st * L + c * computed * nparts * 2 * L * ho * wo
+        return Cost(t.channels * self.mix, macs)
 
     def _layout(self):
         """(distinct row filters, packets computed by pass 2 incl. zero padding of groups)."""
@@ -260,10 +282,11 @@ class DTCWPT(Term):
         return frozenset({"shift"}) if self.st == self.s else frozenset()
 
     def lipschitz_bound(self, m, size=None):
-        return bank(self.levels, self.filters).frame_norm * (self.s / self.st)
+        bound = bank(self.levels, self.filters).frame_norm * (self.s / self.st)
+        return bound * spectral_norm(m.mix) if self.mix else bound
 
     def build(self, t):
-        return DTCWPTModule(self.levels, self.filters, self.select, self.st, self.parts)
+        return DTCWPTModule(self.levels, self.filters, self.select, self.st, self.parts, self.mix, t.channels)
 
 
 def _resolve_select(levels, filters, select):
@@ -276,7 +299,7 @@ def _resolve_select(levels, filters, select):
 
 @op("dtcwpt")
 def dtcwpt(levels: int = 2, filters: str = "qshift_a", select: Union[None, str, Tuple[int, ...]] = None,
-           stride: Optional[int] = None, parts: str = "complex") -> DTCWPT:
+           stride: Optional[int] = None, parts: str = "complex", mix: int = 0) -> DTCWPT:
     """The J-level dual-tree complex wavelet packet transform.
 
     ``select``: None (all ``2 * 4**J`` packets), ``"paper"`` (drop the highest
@@ -286,7 +309,7 @@ def dtcwpt(levels: int = 2, filters: str = "qshift_a", select: Union[None, str, 
     >>> ops.dtcwpt(levels=1).bind(Field(1)).out_type
     Field(8, complex)
     """
-    return DTCWPT(levels, filters, _resolve_select(levels, filters, select), stride, parts)
+    return DTCWPT(levels, filters, _resolve_select(levels, filters, select), stride, parts, mix)
 
 
 # ----------------------------------------------------------------------------- inverse
@@ -458,8 +481,8 @@ class CMod(_WaveletBlock):
 
     def expand(self, t):
         from .. import ops
-        body = ops.dtcwpt(self.levels, self.filters, select=self.select) >> ops.modulus() >> ops.bn() >> ops.relu()
-        return ops.colour_mix(self.mix) >> body
+        filt = ops.dtcwpt(self.levels, self.filters, select=self.select, mix=self.mix)
+        return filt >> ops.modulus() >> ops.bn() >> ops.relu()
 
 
 @register_family("rmax", examples=_block_examples(lambda *a: RMax(*a)))
@@ -471,8 +494,8 @@ class RMax(_WaveletBlock):
     def expand(self, t):
         from .. import ops
         s = 2 ** self.levels
-        filt = ops.dtcwpt(self.levels, self.filters, select=self.select, stride=s // 2, parts="real")
-        return ops.colour_mix(self.mix) >> filt >> ops.bn() >> ops.relu() >> ops.max_pool(2)
+        filt = ops.dtcwpt(self.levels, self.filters, select=self.select, stride=s // 2, parts="real", mix=self.mix)
+        return filt >> ops.bn() >> ops.relu() >> ops.max_pool(2)
 
 
 @op("cmod")

@@ -201,7 +201,7 @@ def test_cmod_rmax_structure_and_params():
         assert c.select == r.select
         for t in (c, r):
             m = t.bind(Field(3))
-            assert operad.cost(m, size=(32, 32)).params == 3 * mix + 2 * out  # colour mix + BN
+            assert operad.cost(m, size=(32, 32)).params == 3 * mix + 2 * out == sum(p.numel() for p in m.parameters())
             y = m(torch.randn(2, 3, 32, 32))
             assert y.shape == (2, out, 32 // 2 ** levels, 32 // 2 ** levels)
     assert ops.colour_mix(2).bind(Field(3)).weight[:, :, 0, 0].tolist()[1] == pytest.approx([0.299, 0.587, 0.114])
@@ -237,3 +237,17 @@ def test_cmod_markedly_more_stable_than_rmax_on_cifar(levels, out, ratio):
     r = ops.rmax(out, levels=levels).bind(Field(3))  # the same filters and colour mixing
     ec, er = verify.shift_stability(c, x).error, verify.shift_stability(r, x).error
     assert er / ec >= ratio, f"RMax {er:.4f} / CMod {ec:.4f} = {er / ec:.2f}"
+
+
+def test_folded_colour_mixing_equals_mix_then_transform():
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    sel = select_packets(2)[:6]
+    fused = ops.dtcwpt(2, select=sel, mix=2).bind(Field(3)).double()
+    with torch.no_grad():
+        fused.mix.copy_(torch.randn(2, 3))
+    mix = ops.colour_mix(2).bind(Field(3)).double()
+    with torch.no_grad():
+        mix.weight.copy_(fused.mix[:, :, None, None])
+    plain = ops.dtcwpt(2, select=sel).bind(Field(2)).double()
+    torch.testing.assert_close(fused(x), plain(mix(x)))
+    assert operad.cost(fused, size=(16, 16)).params == 6
