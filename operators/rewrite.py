@@ -16,7 +16,7 @@ from typing import Callable, Union
 
 from .term import Term
 
-__all__ = ["substitute", "matcher"]
+__all__ = ["substitute", "matcher", "fuse", "remove_residuals"]
 
 Match = Union[str, type, Callable]
 
@@ -56,3 +56,6 @@ def substitute(term: Term, match: Match, replacement: Union[Term, Callable[[Term
         return t
 
     return term.map(fn)
+
+from .fuse import fuse  # noqa: E402,F401  (deployment rewrites live in their own files)
+from .rmnet import remove_residuals  # noqa: E402,F401

@@ -15,7 +15,7 @@ from operad.models.resnet import basic_block, cifar_resnet, resnet
 
 ZOO1 = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet18", "resnet34", "resnet50",
         "preact_resnet18", "preact_resnet20", "preact_resnet56", "preact_resnet110", "densenet_bc100_k12",
-        "densenet121", "allcnn_c", "allcnn_c_maxpool"]
+        "densenet121", "allcnn_c", "allcnn_c_maxpool", "hardnet68", "hardnet85", "hardnet68_cifar", "threshnet79"]
 
 # (model, published params, published MACs or None, input size)
 PUBLISHED = [
@@ -27,6 +27,8 @@ PUBLISHED = [
     ("resnet50", 25.56e6, 4.11e9, 224),
     ("densenet121", 7.98e6, 2.87e9, 224),
     ("allcnn_c", 1.37e6, None, 32),
+    ("hardnet68", 17.6e6, 4.3e9, 224),
+    ("hardnet85", 36.7e6, 9.1e9, 224),
 ]
 
 # exact counts of the reference implementations (torchvision; the CIFAR ResNets of
@@ -45,6 +47,22 @@ def test_counts_match_published(name, params, macs, size):
         f"{name}: {c.params} parameters, published {params:.4g}"
     if macs is not None:
         assert abs(c.macs - macs) / macs < 0.02, f"{name}: {c.macs} MACs, published {macs:.4g}"
+
+
+def test_threshnet79_matches_its_published_imagenet_counts():
+    # the ThreshNet repository's table (torchstat, 224x224, 1000 classes): 15.32M, 3.46 GFLOPs (= MACs)
+    c = operad.cost(model_term("threshnet79", num_classes=1000), Field(3), size=(224, 224))
+    assert abs(c.params - 15.32e6) / 15.32e6 < 0.01 and abs(c.macs - 3.46e9) / 3.46e9 < 0.02
+
+
+def test_harmonic_links_follow_hardnet():
+    from operad.operators.links import harmonic_links
+    links, widths, outs = harmonic_links(8, 14)
+    assert links[7] == (7, 6, 4, 0) and links[3] == (3, 2, 0) and links[0] == (0,)
+    assert widths == (14, 24, 14, 40, 14, 24, 14, 68) and outs == (1, 3, 5, 7, 8)
+    # threshnet: dense blocks first, harmonic blocks after the threshold
+    fams = [t.family for t in model_term("threshnet79").walk() if t.family in ("dense", "links")]
+    assert fams == ["dense"] * 3 + ["links"] * 2
 
 
 def test_densenet_bc_published_figure_is_rounded():
@@ -144,7 +162,8 @@ def test_features_only_model_and_segmentation_backbone():
 
 
 @pytest.mark.parametrize("mod", ["operad.models.resnet", "operad.models.densenet", "operad.models.allcnn",
-                                 "operad.models.features", "operad.operators.shortcut"])
+                                 "operad.models.features", "operad.operators.shortcut", "operad.operators.links",
+                                 "operad.operators.fuse", "operad.operators.rmnet"])
 def test_docstring_examples(mod):
     res = doctest.testmod(importlib.import_module(mod))
     assert res.failed == 0 and res.attempted > 0
