@@ -1,0 +1,60 @@
+"""State-dict converters from torchvision and timm checkpoints.
+
+operad's ResNets and DenseNets register their parameterised layers in the
+same order as torchvision's and timm's (ResNet: stem conv, BN, then per block
+conv1, bn1, conv2, bn2[, conv3, bn3], downsample conv, BN, and the classifier;
+DenseNet: conv0, norm0, per layer norm1, conv1, norm2, conv2, per transition
+norm, conv, then norm5 and the classifier). A checkpoint converts by pairing
+entries in order, checked tensor by tensor: the last name segment (``weight``,
+``bias``, ``running_mean`` ...) and the shape must agree, otherwise the error
+names the first pair that does not.
+
+    import torchvision
+    from operad.models import create_model
+    from operad.models.convert import load_pretrained
+    ref = torchvision.models.resnet50(weights="IMAGENET1K_V2")   # or a checkpoint on disk
+    model = create_model("resnet50")
+    load_pretrained(model, ref.state_dict())
+
+MobileNetV2 converts the same way once its layer order matches (add its name to
+``SUPPORTED`` with a test).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Dict, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["convert_state_dict", "load_pretrained", "SUPPORTED"]
+
+SUPPORTED = ("resnet18", "resnet34", "resnet50", "densenet121")
+
+_SKIP_SUFFIXES = ()
+
+
+def _kind(key: str) -> str:
+    return key.rsplit(".", 1)[-1]
+
+
+def convert_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The checkpoint ``state_dict`` (torchvision/timm names) renamed to ``model``'s keys."""
+    ours = list(model.state_dict().items())
+    theirs = [(k, v) for k, v in state_dict.items() if not k.endswith(_SKIP_SUFFIXES)]
+    if len(ours) != len(theirs):
+        raise ValueError(f"the checkpoint has {len(theirs)} entries, the model {len(ours)}: they are not the same "
+                         f"architecture (converters exist for {', '.join(SUPPORTED)}; check num_classes)")
+    out = OrderedDict()
+    for (k, v), (tk, tv) in zip(ours, theirs):
+        if _kind(k) != _kind(tk) or tuple(v.shape) != tuple(tv.shape):
+            raise ValueError(f"checkpoint entry {tk!r} {tuple(tv.shape)} does not match model entry {k!r} "
+                             f"{tuple(v.shape)}: the layer orders differ (num_classes or the variant may be wrong)")
+        out[k] = tv
+    return out
+
+
+def load_pretrained(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Convert and load a torchvision/timm checkpoint into ``model`` (strict); returns the model."""
+    model.load_state_dict(convert_state_dict(model, state_dict))
+    return model
