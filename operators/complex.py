@@ -134,9 +134,8 @@ class ModulusModule(nn.Module):
 
     def forward(self, x):
         b, c2, h, w = x.shape
-        z = x.reshape(b, c2 // 2, 2, h, w)
-        re, im = z[:, :, 0], z[:, :, 1]
-        return torch.sqrt(re * re + im * im + 1e-24)
+        # square, then add the (Re, Im) planes: no strided selects, whose backward copies
+        return torch.sqrt((x * x).reshape(b, c2 // 2, 2, h, w).sum(2) + 1e-24)
 
 
 def _mod_examples(draw):

@@ -139,15 +139,16 @@ class DTCWPTModule(nn.Module):
         hc, wc = -(-h // s) * s, -(-w // s) * s
         if hc != h or wc != w:
             x = F.pad(x, (0, wc - w, 0, hc - h))
+        ho, wo = hc // st, wc // st
+        # one periodic extension of the input in both axes: pass 1 runs on the extended
+        # columns, so pass 2 needs none (and nothing is extended where gradients flow back)
+        x = _extend(_extend(x, -2, self.start, (ho - 1) * st + L), -1, self.start, (wo - 1) * st + L)
         if self.mix is None:
-            y = _extend(x.reshape(b * c, 1, hc, wc), -2, self.start, (hc // st - 1) * st + L)
-            y = F.conv2d(y, self.w1, stride=(st, 1))
+            y = F.conv2d(x.reshape(b * c, 1, x.shape[-2], x.shape[-1]), self.w1, stride=(st, 1))
         else:  # the colour mixing folded into pass 1: one conv from c channels to mix x R filters
             m, r = self.mix.shape[0], self.w1.shape[0]
             k = (self.mix[:, None, :, None] * self.w1[None, :, 0, :, 0][:, :, None, :]).reshape(m * r, c, L, 1)
-            y = F.conv2d(_extend(x, -2, self.start, (hc // st - 1) * st + L), k, stride=(st, 1))
-            y = y.reshape(b * m, r, hc // st, wc)
-        y = _extend(y, -1, self.start, (wc // st - 1) * st + L)
+            y = F.conv2d(x, k, stride=(st, 1)).reshape(b * m, r, ho, x.shape[-1])
         y = F.conv2d(y, self.w2, stride=(1, st), groups=self.groups)
         if self.keep is not None:
             n, _, ho, wo = y.shape
@@ -264,8 +265,10 @@ class DTCWPT(Term):
         nparts = 2 if self.parts == "complex" else 1
         c = self.mix or t.channels
         cin = t.channels if self.mix else 1  # pass 1 reads every input channel when the mixing is folded in
-        # pass 1 (along H): 2 trees x kys filters at (ho, wo * stride); pass 2: 2 inputs per output
-        macs = c * cin * 2 * kys * ho * wo * self.st * L + c * computed * nparts * 2 * L * ho * wo
+        # pass 1 (along H): 2 trees x kys filters at ho rows of the periodically extended
+        # width (wo - 1) * stride + L; pass 2 (along W): 2 inputs per output
+        macs = (c * cin * 2 * kys * ho * ((wo - 1) * self.st + L) * L
+                + c * computed * nparts * 2 * L * ho * wo)
         return Cost(t.channels * self.mix, macs)
 
     def _layout(self):
