@@ -5,7 +5,8 @@ convolutions (widths 8, 16, 32 complex channels per rotation order, orders
 (0, 1), 5x5 filters), each followed by batch norm on magnitudes and the complex
 ReLU, average pooling between stages that keeps orders, then a last harmonic
 convolution to ``num_classes`` order-0 maps whose magnitudes are averaged
-over the image: the logits are rotation-invariant features.
+over the image (then a per-class batch-norm affine): the logits are
+rotation-invariant features.
 
 ``harmonic_block``: a residual block of two harmonic convolutions that keeps
 its field, usable inside other networks (``residual`` checks the orders).
@@ -23,7 +24,7 @@ from .. import ops
 from ..operators.term import Term
 from .registry import register_model
 
-__all__ = ["harmonic_layer", "harmonic_block", "hnet_digits", "harmonic_resnet_digits"]
+__all__ = ["harmonic_layer", "harmonic_block", "hnet_digits", "hnet", "harmonic_resnet_digits"]
 
 
 def harmonic_layer(width: int, orders: Sequence[int] = (0, 1), k: int = 5, bias_init: float = -0.5) -> Term:
@@ -49,7 +50,9 @@ def harmonic_block(width: int, orders: Sequence[int] = (0, 1), k: int = 3) -> Te
 
 
 def _head(num_classes: int, k: int) -> Term:
-    return ops.harmonic_conv(num_classes, orders=(0,), k=k) >> ops.modulus() >> ops.global_pool()
+    # magnitudes averaged over the image, then a per-class affine (batch norm) so the
+    # non-negative invariant features can spread into logits
+    return ops.harmonic_conv(num_classes, orders=(0,), k=k) >> ops.modulus() >> ops.global_pool() >> ops.bn()
 
 
 @register_model(input_size=(1, 20, 20), tags=("harmonic", "rotation"))
@@ -66,6 +69,13 @@ def hnet_digits(num_classes: int = 10, in_chans: int = 1, widths: Sequence[int] 
     for s in stages[1:]:
         body = body >> s
     return body >> _head(num_classes, k).named("head")
+
+
+@register_model(input_size=(3, 32, 32), tags=("harmonic", "rotation"))
+def hnet(num_classes: int = 10, in_chans: int = 3, widths: Sequence[int] = (8, 16, 32),
+         orders: Sequence[int] = (0, 1), k: int = 5, pool: str = "avg") -> Term:
+    """The same H-Net registered for CIFAR-sized input (3 x 32 x 32)."""
+    return hnet_digits(num_classes, in_chans, widths, orders, k, pool)
 
 
 @register_model(input_size=(1, 20, 20), tags=("harmonic", "rotation"))
