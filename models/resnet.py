@@ -32,7 +32,7 @@ from ..operators.term import Term
 from .registry import register_model
 
 __all__ = ["conv_bn", "basic_block", "bottleneck", "preact_block", "cifar_resnet", "resnet",
-           "imagenet_stem", "chain", "Block"]
+           "imagenet_stem", "chain", "Block", "cifar_resnet_cost"]
 
 Block = Callable[[int, int, int], Term]
 Act = Callable[[], Term]
@@ -157,6 +157,38 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: S
     if not features_only:
         items.append(_head(num_classes, pre_head, drop).named("head"))
     return chain(items)
+
+
+def cifar_resnet_cost(n=None, width=None, size=(32, 32), num_classes: int = 10, block: Block = basic_block):
+    """The exact cost of a CIFAR ResNet as a formula in its blocks per stage ``n``
+    (depth ``6n + 2``) and base width ``width`` (sympy symbols by default), at ``size``.
+
+    >>> import sympy
+    >>> n, C = sympy.symbols("n C", positive=True, integer=True)
+    >>> c = cifar_resnet_cost(n, C)
+    >>> c.params
+    378*C**2*n - 90*C**2 + 28*C*n + 69*C + 10
+    >>> c.macs
+    55296*C**2*n - 9216*C**2 + 27688*C
+    >>> c.subs({n: 3, C: 16}).params
+    269722
+    """
+    import sympy
+    n = n if n is not None else sympy.Symbol("n", positive=True, integer=True)
+    C = width if width is not None else sympy.Symbol("C", positive=True, integer=True)
+    from ..theory.cost import cost
+    t3 = Field(3)
+    total = cost(conv_bn(C, 3, 1), t3, size)
+    cin, sz = C, tuple(size)
+    for i, w in enumerate((C, 2 * C, 4 * C)):
+        stride = 1 if i == 0 else 2
+        first, rest = block(cin, w, stride), block(w, w, 1)
+        total = total + cost(first, Field(cin), sz)
+        sz = first.out_size(Field(cin), sz)
+        total = total + cost(rest, Field(w), sz) * (n - 1)
+        cin = w
+    total = total + cost(ops.global_pool() >> ops.linear(num_classes), Field(4 * C), sz)
+    return total
 
 
 def imagenet_stem(width: int = 64, act: Act = ops.relu) -> Term:

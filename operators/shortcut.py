@@ -143,8 +143,9 @@ def pad_channels(out: int) -> PadChannels:
     >>> ops.pad_channels(8).bind(Field(4)).out_type
     Field(8)
     """
-    if not isinstance(out, int) or out < 1:
-        raise ValueError(f"pad_channels takes a positive int width; got {out!r}")
+    import sympy
+    if not (isinstance(out, int) and out >= 1) and not isinstance(out, sympy.Basic):
+        raise ValueError(f"pad_channels takes a positive int width (or a sympy expression); got {out!r}")
     return PadChannels(out)
 
 

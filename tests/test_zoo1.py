@@ -167,3 +167,14 @@ def test_features_only_model_and_segmentation_backbone():
 def test_docstring_examples(mod):
     res = doctest.testmod(importlib.import_module(mod))
     assert res.failed == 0 and res.attempted > 0
+
+
+def test_cifar_resnet_cost_formula_in_depth_and_width():
+    import sympy
+    from operad.models.resnet import cifar_resnet_cost
+    n, C = sympy.symbols("n C", positive=True, integer=True)
+    c = cifar_resnet_cost(n, C)
+    for depth in (20, 32, 44, 56, 110):
+        exact = operad.cost(model_term(f"resnet{depth}"), Field(3), size=(32, 32))
+        assert c.subs({n: (depth - 2) // 6, C: 16}) == exact
+    assert sympy.Poly(c.params, C).degree() == 2 and sympy.Poly(c.macs, n).degree() == 1
