@@ -79,11 +79,11 @@ def min_unit_cost(cin, out, h, w, k=3, q=2, n=2, stride=1, norm="instance") -> C
         macs   = c cin h w + (n c k^2 + out c) (h / s)(w / s)
     """
     c = q * out
-    ho, wo = h / stride, w / stride
+    ho, wo = sympy.sympify(h) / stride, sympy.sympify(w) / stride
     norm_params = 2 * n * c if norm in ("instance", "bn") else 0
     params = c * cin + n * c * k * k + out * c + 2 * c + norm_params + 2 * out
     macs = c * cin * h * w + (n * c * k * k + out * c) * ho * wo
-    return Cost(sympy.expand(params), sympy.expand(macs))
+    return Cost(_num(params), _num(macs))
 
 
 def min_block_cost(cin, out, h, w, k=3, q=2, n=2, stride=1, norm="instance") -> Cost:
