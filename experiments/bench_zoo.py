@@ -5,8 +5,10 @@ SKNet, MGIC, the segmentation heads) and the two baselines: parameters and
 MACs at the native input size (exact, from ``operad.cost``), CPU inference
 latency at batch 1 (native size) and CPU training throughput at batch 64
 (ImageNet-sized models at a reduced training size, 64x64 by default, and
-segmentation models at 96x128: the table says which), each the median of
-several timed runs after warm-up, with ``torch.set_num_threads(2)``. Ratios
+segmentation models at 96x128: the table says which; a model whose training
+step needs more than ``--skip-train-above`` MACs, e.g. SK-ResNeXt-29 at about
+1 TMAC, is not trained on the CPU and shows "-"), each the median of
+several timed runs after warm-up, with ``torch.set_num_threads(2)`` (1 when the machine is oversubscribed). Ratios
 compare each network with its baseline (ResNet-20 for 32x32 inputs, ResNet-18
 otherwise): ``lat/MAC`` is the latency ratio divided by the MAC ratio, so a
 value below 1 means the network turns MACs into latency faster than the
@@ -68,7 +70,7 @@ def _median_time(fn, device, warmup: int, runs: int) -> float:
 
 def measure(model: nn.Module, infer_hw, train_hw, task: str, device="cpu", amp: Optional[torch.dtype] = None,
             channels_last: bool = False, batch: int = 64, runs: int = 5, warmup: int = 2,
-            max_train_runs: Optional[int] = None) -> Dict[str, float]:
+            max_train_runs: Optional[int] = None, train: bool = True) -> Dict[str, float]:
     """Median batch-1 latency (ms) at ``infer_hw`` and training images/s at ``batch`` x ``train_hw``."""
     device = torch.device(device)
     model = model.to(device)
@@ -82,6 +84,8 @@ def measure(model: nn.Module, infer_hw, train_hw, task: str, device="cpu", amp: 
         with torch.no_grad(), ctx():
             model(x1)
     lat = _median_time(infer, device, warmup, runs)
+    if not train:
+        return {"latency_ms": lat * 1e3, "train_img_s": None, "train_runs": 0}
 
     model.train()
     xb = torch.randn(batch, 3, *train_hw, device=device).contiguous(memory_format=fmt)
@@ -117,7 +121,7 @@ def _train_hw(hw, task, imagenet_train: int):
 
 def run(names: List[str], runs: int, batch: int, imagenet_train: int, device: str = "cpu",
         amp: Optional[torch.dtype] = None, channels_last: bool = False, heavy_macs: float = 2e9,
-        native_train: bool = False) -> List[Dict[str, object]]:
+        native_train: bool = False, skip_train_above: float = float("inf")) -> List[Dict[str, object]]:
     rows = []
     for name in names:
         torch.manual_seed(0)
@@ -126,9 +130,10 @@ def run(names: List[str], runs: int, batch: int, imagenet_train: int, device: st
         thw = hw if native_train else _train_hw(hw, task, imagenet_train)
         train_macs = c.macs * (thw[0] * thw[1]) / (hw[0] * hw[1])
         heavy = device == "cpu" and train_macs > heavy_macs
+        step_macs = 3 * batch * train_macs  # forward + backward, about 3x the forward
         t0 = time.perf_counter()
         r = measure(m, hw, thw, task, device, amp, channels_last, batch, runs,
-                    max_train_runs=2 if heavy else None)
+                    max_train_runs=2 if heavy else None, train=step_macs <= skip_train_above)
         rows.append(dict(model=name, task=task, input=f"{hw[0]}x{hw[1]}", train_input=f"{thw[0]}x{thw[1]}",
                          params=int(c.params), macs=int(c.macs), **r))
         print(f"  {name:<24} {time.perf_counter() - t0:6.1f} s", flush=True)
@@ -146,7 +151,7 @@ def _ratios(rows):
         r["mac_ratio"] = r["macs"] / b["macs"]
         r["lat_ratio"] = r["latency_ms"] / b["latency_ms"]
         r["lat_per_mac"] = r["lat_ratio"] / r["mac_ratio"]
-        if r["train_input"] == b["train_input"]:
+        if r["train_input"] == b["train_input"] and r["train_img_s"] and b["train_img_s"]:
             r["train_ratio"] = r["train_img_s"] / b["train_img_s"]
             train_macs_ratio = r["mac_ratio"]
             r["train_time_per_mac"] = (1 / r["train_ratio"]) / train_macs_ratio
@@ -161,7 +166,7 @@ def table(rows, title: str) -> str:
     for r in rows:
         lines.append(f"| {r['model']} | {r['input']} | {r['params'] / 1e6:.3f} | {r['macs'] / 1e6:.1f} | "
                      f"{r['latency_ms']:.1f} | {f(r.get('lat_ratio'))} | {f(r.get('mac_ratio'))} | "
-                     f"{f(r.get('lat_per_mac'))} | {r['train_input']} | {r['train_img_s']:.1f} | "
+                     f"{f(r.get('lat_per_mac'))} | {r['train_input']} | {f(r['train_img_s'], 1)} | "
                      f"{f(r.get('train_ratio'))} | {f(r.get('train_time_per_mac'))} | {r.get('baseline', '-')} |")
     return "\n".join(lines)
 
@@ -172,11 +177,16 @@ def main(argv=None) -> Dict[str, object]:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--imagenet-train", type=int, default=64, help="training input side for ImageNet-sized models")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads; 0: 2, or 1 when the 1-min load average exceeds the core count "
+                        "(two OpenMP threads on an oversubscribed machine ran ResNet-20 100x slower here)")
     p.add_argument("--no-gpu", action="store_true")
+    p.add_argument("--skip-train-above", type=float, default=300e9,
+                   help="on the CPU, skip the training measurement when a step needs more MACs than this")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    threads = a.threads or (1 if os.getloadavg()[0] > (os.cpu_count() or 1) else 2)
+    torch.set_num_threads(threads)
     names = ZOO if not a.models else [n for n in ZOO if any(fnmatch.fnmatch(n, pat) for pat in a.models)]
     names = BASELINES + [n for n in names if n in MODELS]
     missing = [b for b in BASELINES if b not in MODELS]
@@ -184,10 +194,10 @@ def main(argv=None) -> Dict[str, object]:
         raise SystemExit(f"bench_zoo needs the baselines {missing} in the registry (models/resnet.py)")
     load0 = os.getloadavg()
     print(f"torch {torch.__version__}; threads {torch.get_num_threads()}; load average {load0[0]:.1f}", flush=True)
-    out = {"cpu": _ratios(run(names, a.runs, a.batch, a.imagenet_train))}
+    out = {"cpu": _ratios(run(names, a.runs, a.batch, a.imagenet_train, skip_train_above=a.skip_train_above))}
     load1 = os.getloadavg()
     out["load_average"] = [load0[0], load1[0]]
-    print(table(out["cpu"], f"CPU ({a.threads} threads, fp32; ImageNet models train at "
+    print(table(out["cpu"], f"CPU ({threads} thread{'s' if threads > 1 else ''}, fp32; ImageNet models train at "
                             f"{a.imagenet_train}x{a.imagenet_train}, segmentation at 96x128; 1-min load average "
                             f"{load0[0]:.1f} at the start, {load1[0]:.1f} at the end)"))
     if torch.cuda.is_available() and not a.no_gpu:
