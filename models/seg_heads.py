@@ -2,8 +2,8 @@
 
 A backbone is the trunk of a registered classifier: its term with the
 classifier removed (``features_only=True`` where the model accepts it, else
-the leading items of its top-level sequence that keep a rank-2 field). Its
-named top-level stages give the feature pyramid: :func:`pyramid` lists
+:func:`operad.models.features.trunk`). Its named top-level stages give the
+feature pyramid (:mod:`operad.models.features`): :func:`pyramid` lists
 ``(name, channels, stride)`` and :func:`split_at_stride` cuts the trunk after
 the last stage at a given stride (LR-ASPP's low-level features).
 
@@ -17,15 +17,13 @@ import inspect
 from typing import List, Sequence, Tuple
 
 from .. import ops
-from ..operators.combinators import Named, Seq
+from ..operators.combinators import Seq
 from ..operators.field import Field
 from ..operators.term import Term
+from .features import feature_info, trunk
 from .registry import MODELS, model_term, register_model
 
 __all__ = ["backbone", "pyramid", "split_at_stride", "aspp", "deeplabv3", "lraspp", "fcn"]
-
-_PROBE = 2 ** 20
-
 
 def _items(term: Term) -> Tuple[Term, ...]:
     return term.items if isinstance(term, Seq) else (term,)
@@ -39,31 +37,18 @@ def _chain(items):
 
 
 def backbone(name: str, in_chans: int = 3, **kwargs) -> Term:
-    """The trunk of registered model ``name`` (no pooling or classifier)."""
+    """The trunk of registered model ``name`` (no pooling or classifier), as
+    :func:`operad.models.features.trunk` defines it."""
     fn = MODELS[name].fn if name in MODELS else None
     if fn is not None and "features_only" in inspect.signature(fn).parameters:
         return model_term(name, features_only=True, **kwargs)
-    term = model_term(name, **kwargs)
-    keep, t = [], Field(in_chans)
-    for it in _items(term):
-        o = it._infer(t)
-        if o.rank != 2:
-            break
-        keep.append(it)
-        t = o
-    if not keep:
-        raise ValueError(f"model {name!r} has no leading rank-2 stages to use as a backbone")
-    return _chain(keep)
+    return trunk(model_term(name, **kwargs), Field(in_chans))
 
 
-def pyramid(trunk: Term, in_type: Field = Field(3)) -> List[Tuple[str, int, int]]:
-    """``(name, channels, stride)`` after each top-level item of a trunk."""
-    out, t, size = [], in_type, (_PROBE, _PROBE)
-    for i, it in enumerate(_items(trunk)):
-        size = it.out_size(t, size)
-        t = it._infer(t)
-        out.append((it.name if isinstance(it, Named) else f"[{i}]", t.channels, round(_PROBE / size[0])))
-    return out
+def pyramid(trunk_term: Term, in_type: Field = Field(3)) -> List[Tuple[str, int, int]]:
+    """``(name, channels, stride)`` after each top-level item of a trunk
+    (:func:`operad.models.features.feature_info`)."""
+    return [(f["name"], f["channels"], f["reduction"]) for f in feature_info(trunk_term, in_type)]
 
 
 def split_at_stride(trunk: Term, stride: int, in_type: Field = Field(3)) -> Tuple[Term, Term, int]:

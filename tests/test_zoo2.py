@@ -148,6 +148,17 @@ def test_features_only_and_output_stride():
     assert pyramid(backbone("ghost_resnet56"))[-1] == ("stage3", 64, 4)
 
 
+def test_feature_pyramids_on_zoo_backbones():
+    from operad.models.features import create_features, feature_info
+    info = feature_info(model_term("sknet50", features_only=True))
+    assert [(f["name"], f["reduction"]) for f in info][-2:] == [("stage3", 16), ("stage4", 32)]
+    net = create_features("ghost_resnet56", out_indices=(-2, -1)).eval()
+    with torch.no_grad():
+        ys = net(torch.randn(1, 3, 32, 32))
+    assert [tuple(y.shape) for y in ys] == [(1, 32, 16, 16), (1, 64, 8, 8)]
+    assert feature_info(model_term("mgic_mobilenetv2_100"))[-1]["name"] == "conv_head"
+
+
 @pytest.mark.parametrize("name", SEG)
 def test_segmentation_heads(name):
     m = create_model(name).eval()
