@@ -98,22 +98,22 @@ class GridLaplacianModule(nn.Module):
         if learn_order:
             self.order_logit = nn.Parameter(torch.full((channels,), math.log(order / (1 - order))))
         else:
-            self.register_buffer("order_value", torch.tensor(float(order)), persistent=False)
+            self.order_value = float(order)
         self.learn_order = learn_order
         self.weight = nn.Parameter(torch.ones(channels)) if weight else None
 
-    def order(self) -> torch.Tensor:
+    def order(self, dtype=torch.float64) -> torch.Tensor:
         """The order s, per channel (learnable: ``sigmoid`` of a free parameter, in (0, 1))."""
         if self.learn_order:
             return torch.sigmoid(self.order_logit)
-        return self.order_value
+        return torch.tensor(self.order_value, dtype=dtype)
 
     def padded_size(self, h: int, w: int) -> Tuple[int, int]:
         return (h, w) if self.periodic else (2 * h, 2 * w)
 
     def multiplier(self, h: int, w: int, dtype, device, half: bool = True) -> torch.Tensor:
         lam = grid_symbol(h, w, dtype, device, half)
-        order = self.order().to(dtype)
+        order = self.order(dtype).to(device=device, dtype=dtype)
         weight = None if self.weight is None else self.weight.to(dtype)
         return grid_multiplier(lam, order, weight, self.inverse)
 
