@@ -7,6 +7,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PYTEST_ARGS ?=
+# CIFAR-10 for the demo: $OPERAD_DATA, else ../shared/data beside the checkout, else ./data
+DATA   ?= $(or $(OPERAD_DATA),$(wildcard ../shared/data),data)
 
 .PHONY: install demo test test-all bench clean
 
@@ -21,7 +23,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/operad demo
+	$(BIN)/operad demo --data $(DATA)
 
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
