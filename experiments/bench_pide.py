@@ -1,0 +1,146 @@
+"""Benchmark: the grid fractional Laplacian (FFT) against a dense N x N quadrature (kernel
+matrix precomputed, one matmul) and a 3x3 depthwise convolution, forward and
+forward+backward, at 32^2, 64^2, 128^2 and 360x480; then the feature-space operator's time
+and kernel-matrix memory against its pooling factor.
+
+    python -m operad.experiments.bench_pide [--quick]
+
+Timings are medians of several runs after warm-up, on ``torch.set_num_threads(2)``.
+The dense form is skipped where its N x N float32 matrix would exceed ``--dense-gib``
+(360x480: N = 172800, a 111 GiB matrix).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from operad import Field, ops
+from operad.operators.nonlocal_ops import frac_const
+
+
+MIN = False  # --min: report the minimum instead of the median (robust on a loaded machine)
+
+
+def _time(fn, reps: int, warm: int = 2) -> float:
+    for _ in range(warm):
+        fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts) if MIN else statistics.median(ts)
+
+
+def quadrature_matrix(h: int, w: int, s: float = 0.5, chunk: int = 2048) -> torch.Tensor:
+    """The dense periodic quadrature of ``c(2,s) sum_j (u_i - u_j) / |x_i - x_j|^(2+2s)`` (grid
+    spacing 1, nearest periodic image), as an N x N float32 matrix ``diag(rowsum) - W``."""
+    n = h * w
+    c = float(frac_const(2, torch.tensor(s, dtype=torch.float64)))
+    r = torch.arange(n) // w
+    q = torch.arange(n) % w
+    k = torch.empty(n, n)
+    for a in range(0, n, chunk):
+        dr = (r[a:a + chunk, None] - r[None]).abs()
+        dq = (q[a:a + chunk, None] - q[None]).abs()
+        dr = torch.minimum(dr, h - dr).float()
+        dq = torch.minimum(dq, w - dq).float()
+        d2 = dr * dr + dq * dq
+        blk = torch.where(d2 > 0, c * d2.clamp_min(1).pow(-(1 + s)), torch.zeros_like(d2))
+        k[a:a + chunk] = -blk
+        k[a:a + chunk, a:a + chunk].diagonal().add_(blk.sum(1))
+    return k
+
+
+def bench_grid(sizes, batch, channels, reps, dense_gib):
+    print(f"\n== grid fractional Laplacian s=0.5 (FFT) vs dense quadrature matmul vs 3x3 depthwise conv "
+          f"(batch {batch}, {channels} channels) ==")
+    hdr = (f"{'size':>9} {'N':>7} | {'fft fwd ms':>10} {'dense fwd':>10} {'dw3x3 fwd':>10} | {'fft f+b':>9} "
+           f"{'dense f+b':>10} {'dw f+b':>9} | {'dense/fft':>9} {'dense/fft f+b':>13} {'fft/dw':>7} "
+           f"{'fft/dw f+b':>10} | {'fft ms/(NlogN) rel':>18}")
+    print(hdr)
+    base = None
+    rows = []
+    for (h, w) in sizes:
+        b = batch if h * w <= 128 * 128 else 1
+        n = h * w
+        frac = ops.fractional_laplacian(0.5).bind(Field(channels))
+        dw = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
+        x = torch.randn(b, channels, h, w)
+        xg = x.clone().requires_grad_(True)
+        with torch.no_grad():
+            t_fft = _time(lambda: frac(x), reps)
+            t_dw = _time(lambda: dw(x), reps)
+        t_fft_b = _time(lambda: frac(xg).sum().backward(), reps)
+        t_dw_b = _time(lambda: dw(xg).sum().backward(), reps)
+        t_dense = t_dense_b = float("nan")
+        if n * n * 4 / 2 ** 30 <= dense_gib:
+            kmat = quadrature_matrix(h, w)
+            kt = kmat.T.contiguous()
+            flat = x.reshape(b * channels, n)
+            flatg = flat.clone().requires_grad_(True)
+            with torch.no_grad():
+                t_dense = _time(lambda: flat @ kt, max(2, reps // 2), 1)
+            t_dense_b = _time(lambda: (flatg @ kt).sum().backward(), max(2, reps // 2), 1)
+            del kmat, kt
+        per = t_fft / (b * n * math.log2(n))
+        base = base or per
+        rows.append((h, w, t_fft, t_dense, t_dw))
+        f = lambda v: f"{1e3 * v:10.3f}" if v == v else f"{'(memory)':>10}"
+        r = lambda a, c_: f"{a / c_:9.1f}" if a == a else f"{'-':>9}"
+        print(f"{h:>4}x{w:<4} {n:>7} | {f(t_fft)} {f(t_dense)} {f(t_dw)} | {1e3 * t_fft_b:9.3f} "
+              f"{(1e3 * t_dense_b if t_dense_b == t_dense_b else float('nan')):10.3f} {1e3 * t_dw_b:9.3f} | "
+              f"{r(t_dense, t_fft)} {r(t_dense_b, t_fft_b):>13} {t_fft / t_dw:7.2f} {t_fft_b / t_dw_b:10.2f} | "
+              f"{per / base:18.2f}")
+    print("dense: N x N float32 kernel matrix precomputed, one matmul (nan/'(memory)' where it would exceed "
+          f"{dense_gib} GiB); 360x480 runs at batch 1 (fft/dw ratios there are at equal batch).")
+    return rows
+
+
+def bench_feature(size, channels, pools, reps):
+    print(f"\n== feature-space fractional Laplacian at {size[0]}x{size[1]}, {channels} channels, batch 1: "
+          f"time and kernel-matrix memory vs pooling factor ==")
+    print(f"{'pool':>4} {'keys M':>7} {'fwd ms':>9} {'f+b ms':>9} {'kernel MiB':>11} {'MACs':>12}")
+    import operad
+    n = size[0] * size[1]
+    for p in pools:
+        m = ops.fractional_laplacian(0.5, space="feature", pool=p).bind(Field(channels))
+        x = torch.randn(1, channels, *size)
+        xg = x.clone().requires_grad_(True)
+        with torch.no_grad():
+            t = _time(lambda: m(x), reps)
+        tb = _time(lambda: m(xg).sum().backward(), reps)
+        keys = (size[0] // p) * (size[1] // p)
+        mib = n * keys * 4 / 2 ** 20
+        macs = operad.cost(m, size=size).macs
+        print(f"{p:>4} {keys:>7} {1e3 * t:9.2f} {1e3 * tb:9.2f} {mib:11.1f} {macs:12,d}")
+    print("kernel MiB: the float32 N x M matrix w_ij per sample (the dominant intermediate; several "
+          "same-size temporaries live during the forward pass).")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, no 128x128 dense")
+    ap.add_argument("--channels", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--dense-gib", type=float, default=1.1)
+    ap.add_argument("--min", action="store_true", help="report the minimum time (a loaded machine)")
+    args = ap.parse_args(argv)
+    global MIN
+    MIN = args.min
+    print(f"timing statistic: {'minimum' if MIN else 'median'} of the runs after warm-up")
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    reps = 3 if args.quick else 9
+    dense = 0.3 if args.quick else args.dense_gib
+    bench_grid([(32, 32), (64, 64), (128, 128), (360, 480)], args.batch, args.channels, reps, dense)
+    bench_feature((64, 64), 32, (1, 2, 4, 8), reps)
+
+
+if __name__ == "__main__":
+    main()
