@@ -66,7 +66,7 @@ def run(name: str, xtr, ytr, xte, yte, epochs: int, batch: int, lr: float, seed:
         for i in range(0, len(xte), 256):
             correct += int((model(xte[i:i + 256]).argmax(1) == yte[i:i + 256]).sum())
     return dict(params=c.params, macs=c.macs, step_s=statistics.median(times), acc=correct / len(xte),
-                loss=float(loss))
+                loss=loss.item())
 
 
 def main(argv=None):

@@ -30,6 +30,12 @@ Implementation (``impl``):
   the reference and for the memory benchmark
   (``python -m operad.experiments.bench_dendritic``).
 
+Measured (``bench_dendritic``, 2 CPU threads, B16 C16->16 16x16, k=3): autograd
+keeps 72 MiB for the naive form and 2.3 MiB for the fused one (31x less), at
+1.7x the naive form's forward+backward time (the backward recomputes); both are
+memory-bound element-wise work, about 1000x a ``conv(relu(x))`` on a CPU.
+The fused form is the default; ``impl="naive"`` is faster where memory is ample.
+
 Under ``torch.compile`` and inside ``torch.func`` transforms (the Lipschitz
 power iteration uses ``jvp``) the fused form runs the same chunks under plain
 autograd, since Dynamo cannot trace a custom ``jvp`` rule.
