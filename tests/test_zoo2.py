@@ -250,3 +250,19 @@ def test_docstring_examples(mod):
     m = importlib.import_module(f"operad.{mod}")
     res = doctest.testmod(m, optionflags=doctest.ELLIPSIS)
     assert res.failed == 0
+
+
+def test_bench_zoo_measures_and_the_gpu_path_runs_on_cpu():
+    from operad.experiments.bench_zoo import _ratios, measure, table
+    m = create_model("resnet20")
+    r = measure(m, (16, 16), (8, 8), "classification", batch=2, runs=1, warmup=1)
+    assert r["latency_ms"] > 0 and r["train_img_s"] > 0
+    # the GPU section's settings (bf16 autocast, channels_last), and a segmentation target, on the CPU
+    seg = ops.resize_to_input(ops.conv(4, stride=2)).bind(Field(3))
+    r2 = measure(seg, (8, 8), (8, 8), "segmentation", amp=torch.bfloat16, channels_last=True, batch=2, runs=1,
+                 warmup=1)
+    assert r2["train_img_s"] > 0
+    rows = _ratios([dict(model="resnet20", input="32x32", train_input="32x32", params=1, macs=10, **r),
+                    dict(model="x", input="32x32", train_input="32x32", params=1, macs=20, **r)])
+    assert rows[1]["mac_ratio"] == 2 and rows[1]["lat_per_mac"] == pytest.approx(0.5)
+    assert "| x | 32x32 |" in table(rows, "t")
