@@ -22,7 +22,7 @@
 
 >>> from operad import ops
 >>> to_dendritic(ops.conv(8) >> ops.relu() >> ops.conv(8))
-conv(8) >> dendritic_conv(8)
+conv(8) >> dendritic_conv(8, bias=True)
 """
 from __future__ import annotations
 
@@ -130,7 +130,7 @@ def to_dendritic(term: Term, heads: bool = True) -> Term:
 
     >>> from operad import ops
     >>> to_dendritic(ops.conv(8) >> ops.relu() >> ops.global_pool() >> ops.linear(10))
-    conv(8) >> relu() >> global_pool() >> dendritic_linear(10)
+    conv(8) >> relu() >> global_pool() >> dendritic_linear(10, bias=True)
     """
     new, state = _push(term, _NONE, heads)
     return _settle(new, state)
