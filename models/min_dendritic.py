@@ -7,7 +7,7 @@ name                       what                                                 
 ``min_resnet20``           ResNet-20, first block of each stage a Min block        ``resnet20``
 ``min_resnet56``           ResNet-56 (N = 9 blocks per stage), the reference       ``resnet56``
                            Min-ResNet: first block of each stage a Min block
-``min_densenet_bc100``     DenseNet-BC (L=100, k=12), every layer a Min unit       ``densenet_bc100``
+``min_densenet_bc100``     DenseNet-BC (L=100, k=12), every layer a Min unit       ``densenet_bc100_k12``
 ``dendritic_resnet20``     ResNet-20, every ReLU moved onto the connections        ``resnet20``
 ``dendritic_resnet56``     of the conv / FC layer it feeds (dendritic head)        ``resnet56``
 ``dendritic_resnet18``     ResNet-18 (torchvision layout), the same                ``resnet18``
@@ -26,12 +26,14 @@ from __future__ import annotations
 from typing import Optional
 
 from .. import ops
+from ..operators.combinators import Dense
 from ..operators.min_unit import MinUnit
 from ..operators.term import Term
 from ..operators.unit_rewrite import to_dendritic, to_min
-from .registry import MODELS, model_term, register_model
+from ..operators.rewrite import substitute
+from .registry import model_term, register_model
 
-__all__ = ["densenet_bc", "min_densenet_bc100", "min_resnet20", "min_resnet56", "dendritic_resnet20",
+__all__ = ["min_densenet_bc100", "min_resnet20", "min_resnet56", "dendritic_resnet20",
            "dendritic_resnet56", "dendritic_resnet18"]
 
 _CIFAR = dict(input_size=(3, 32, 32))
@@ -80,48 +82,23 @@ def dendritic_resnet18(num_classes: int = 1000, in_chans: int = 3) -> Term:
 
 
 # ---------------------------------------------------------------------------
-# DenseNet-BC (Huang et al. 2017) and its Min version
+# Min-DenseNet-BC: DenseNet-BC-100 (models/densenet.py) with Min-unit layers
 # ---------------------------------------------------------------------------
-def _bc_layer(growth: int) -> Term:
-    return (ops.bn() >> ops.relu() >> ops.conv(4 * growth, k=1, bias=False)
-            >> ops.bn() >> ops.relu() >> ops.conv(growth, k=3, bias=False))
-
-
 def _min_layer(growth: int, q: int = 4) -> Term:
     # BN-ReLU, then the Min unit: 1x1 to q*growth + BN + ReLU, min of two depthwise
     # 3x3 (+ IN + ReLU), 1x1 to growth + BN + ReLU
     return ops.bn() >> ops.relu() >> MinUnit(growth, 3, q, 2)
 
 
-def densenet_bc(depth: int = 100, growth: int = 12, num_classes: int = 10, in_chans: int = 3,
-                compression: float = 0.5, layer=_bc_layer) -> Term:
-    """DenseNet-BC for 32x32 inputs: 3x3 stem to 2k, three dense blocks of
-    ``(depth - 4) / 6`` bottleneck layers, transitions BN-ReLU-1x1 (x compression) +
-    2x2 average pooling, BN-ReLU-global pool-FC head. ``layer(growth)`` makes a layer."""
-    if (depth - 4) % 6:
-        raise ValueError(f"DenseNet-BC depth must be 6n + 4 (40, 100, 190, ...); got {depth}")
-    n = (depth - 4) // 6
-    c = 2 * growth
-    net = ops.conv(c, k=3, bias=False).named("stem")
-    for i in range(3):
-        net = net >> ops.dense(layer(growth), n).named(f"block{i + 1}")
-        c += n * growth
-        if i < 2:
-            c = int(c * compression)
-            net = net >> (ops.bn() >> ops.relu() >> ops.conv(c, k=1, bias=False) >> ops.avg_pool(2)).named(
-                f"trans{i + 1}")
-    return net >> (ops.bn() >> ops.relu() >> ops.global_pool() >> ops.linear(num_classes)).named("head")
-
-
-if "densenet_bc100" not in MODELS:
-    @register_model(name="densenet_bc100", tags=("densenet", "cifar"), **_CIFAR)
-    def densenet_bc100(num_classes: int = 10, in_chans: int = 3) -> Term:
-        """DenseNet-BC (L = 100, k = 12; 0.77M parameters) for CIFAR."""
-        return densenet_bc(100, 12, num_classes, in_chans)
+def _growth(layer: Term) -> int:
+    convs = [t for t in layer.walk() if t.family == "conv"]
+    return convs[-1].out
 
 
 @register_model(tags=("min", "densenet", "cifar"), **_CIFAR)
 def min_densenet_bc100(num_classes: int = 10, in_chans: int = 3, q: int = 4) -> Term:
-    """Min-DenseNet-BC (L = 100, k = 12): every layer's 3x3 conv becomes a Min unit
-    (BN-ReLU, 1x1 to q*k, min of two depthwise 3x3 + IN + ReLU, 1x1 to k + BN + ReLU)."""
-    return densenet_bc(100, 12, num_classes, in_chans, layer=lambda g: _min_layer(g, q))
+    """Min-DenseNet-BC (L = 100, k = 12), counterpart ``densenet_bc100_k12``: every dense
+    layer (BN-ReLU-1x1(4k)-BN-ReLU-3x3(k)) becomes BN-ReLU + a Min unit (1x1 to q*k +
+    BN + ReLU, min of two depthwise 3x3 + IN + ReLU, 1x1 to k + BN + ReLU)."""
+    base = model_term("densenet_bc100_k12", num_classes=num_classes, in_chans=in_chans)
+    return substitute(base, Dense, lambda d: ops.dense(_min_layer(_growth(d.layer), q), d.n))
