@@ -66,6 +66,10 @@ def _cconv_examples(draw):
             Field(draw(st.integers(1, 4)), kind="complex"), size)
 
 
+def _ordered(t: Field) -> bool:
+    return bool(t.orders) and any(t.orders)
+
+
 @register_family("complex_conv", examples=_cconv_examples)
 @dataclass(frozen=True, repr=False)
 class ComplexConv(Term):
@@ -105,7 +109,8 @@ class ComplexConv(Term):
 
     def equivariance(self, t):
         if self.k == 1 and self.stride == 1:
-            return ALL_TRANSFORMS
+            # mixing channels of different rotation orders breaks the rotation actions
+            return frozenset({"shift"}) if _ordered(t) else ALL_TRANSFORMS
         return frozenset({"shift"}) if self.padding_mode == "circular" else frozenset()
 
     def lipschitz_bound(self, m, size=None):
@@ -155,7 +160,8 @@ class Modulus(Term):
         return Field(t.channels)
 
     def equivariance(self, t):
-        return ALL_TRANSFORMS
+        # a flip maps order m to -m, an action operad does not define on ordered fields
+        return ALL_TRANSFORMS - {"flip"} if _ordered(t) else ALL_TRANSFORMS
 
     def lipschitz_bound(self, m, size=None):
         return 1.0
@@ -226,7 +232,7 @@ class ComplexBatchNorm(Term):
         return Cost(t.channels if self.affine else 0, 0)
 
     def equivariance(self, t):
-        return ALL_TRANSFORMS
+        return ALL_TRANSFORMS - {"flip"} if _ordered(t) else ALL_TRANSFORMS
 
     def lipschitz_bound(self, m, size=None):
         s = (m.running_ms.detach().double() + m.eps).rsqrt()

@@ -163,3 +163,11 @@ def test_import_from_any_directory():
                              cwd=d, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip().endswith("__init__.py")
+
+
+def test_ordered_fields_claim_no_flip_and_no_order_mixing():
+    t = Field(4, kind="complex", orders=(0, 1))
+    assert "flip" not in ops.modulus().equivariance(t)
+    assert "flip" not in ops.complex_bn().equivariance(t)
+    assert ops.complex_conv(2, k=1).equivariance(t) == {"shift"}
+    assert "flip" in ops.modulus().equivariance(Field(4, kind="complex"))

@@ -153,3 +153,4 @@ def test_error_survives_pickling():
     except TypeMismatch as e:
         again = pickle.loads(pickle.dumps(e))
         assert str(again) == str(e)
+
