@@ -129,12 +129,14 @@ def main(argv=None):
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--dense-gib", type=float, default=1.1)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 avoids OpenMP stalls under load)")
     ap.add_argument("--min", action="store_true", help="report the minimum time (a loaded machine)")
     args = ap.parse_args(argv)
     global MIN
     MIN = args.min
     print(f"timing statistic: {'minimum' if MIN else 'median'} of the runs after warm-up")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {args.threads}")
     torch.manual_seed(0)
     reps = 3 if args.quick else 9
     dense = 0.3 if args.quick else args.dense_gib
