@@ -178,3 +178,9 @@ def test_cifar_resnet_cost_formula_in_depth_and_width():
         exact = operad.cost(model_term(f"resnet{depth}"), Field(3), size=(32, 32))
         assert c.subs({n: (depth - 2) // 6, C: 16}) == exact
     assert sympy.Poly(c.params, C).degree() == 2 and sympy.Poly(c.macs, n).degree() == 1
+
+
+def test_zoo_table_lists_exact_counts():
+    from operad.experiments.zoo_table import table
+    out = table(["resnet20", "densenet121"])
+    assert "| resnet20 | 3x32x32 | 269,722 | 40,551,040 |" in out and "7,978,856" in out
