@@ -48,6 +48,7 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda", "mps"),
     "task": ("auto", "classification", "segmentation"),
     "amp": ("auto", "off", "bf16", "fp16"),
+    "deploy": ("", "fuse", "remove_residuals"),
 }
 
 
@@ -121,6 +122,7 @@ class Config:
     robustness: List[str] = field(default_factory=list)
     rotation_angles: List[float] = field(default_factory=lambda: [0, 15, 30, 45, 60, 90, 135, 180])
     measure_speed: bool = False
+    deploy: str = ""  # "fuse" or "remove_residuals": rewrite the trained model, check and time it
 
     # ------------------------------------------------------------------ construction
     @classmethod

@@ -643,6 +643,8 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
 
             result["infer_img_per_s"] = inference_speed(final_model, tuple(val_data.images.shape[1:3]),
                                                         cfg.eval_batch_size, device, amp_dtype, channels_last)
+        if cfg.deploy:
+            result["deploy"] = _deploy(final_model, cfg, val_data, device, amp_dtype, channels_last)
         if cfg.robustness:
             import operad.experiments.evaluate  # noqa: F401
             ev = sys.modules["operad.experiments.evaluate"]
@@ -663,6 +665,31 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
     if dist is not None:
         dist.barrier()
     return result
+
+
+def _deploy(model: nn.Module, cfg: Config, val_data, device, amp_dtype, channels_last) -> Dict[str, Any]:
+    """Apply a deployment rewrite (``fuse`` or ``remove_residuals``) to the trained
+    model, measure how far its outputs move on a validation batch, and time both."""
+    import copy
+
+    from operad import rewrite
+    from operad.experiments.bench import inference_speed
+
+    src = copy.deepcopy(model).float().eval()
+    if cfg.deploy == "fuse":
+        deployed = rewrite.fuse(src)
+    else:
+        deployed = rewrite.remove_residuals(src, strict=False)
+    hw = tuple(val_data.images.shape[1:3])
+    x = torch.randn(16, src.in_type.tensor_channels, *hw, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        diff = (deployed(x) - src(x)).abs().max().item()
+    out = {"rewrite": cfg.deploy, "max_abs_diff": diff,
+           "params": sum(p.numel() for p in deployed.parameters()),
+           "infer_img_per_s": inference_speed(deployed, hw, cfg.eval_batch_size, device, amp_dtype, channels_last),
+           "original_infer_img_per_s": inference_speed(src, hw, cfg.eval_batch_size, device, amp_dtype, channels_last)}
+    out["speedup"] = out["infer_img_per_s"] / out["original_infer_img_per_s"]
+    return out
 
 
 def train(config: Union[str, os.PathLike, Dict[str, Any], Config], overrides: Union[Sequence[str], Dict[str, Any], None] = None,

@@ -227,3 +227,17 @@ def test_ema_tracks_weights():
         m.weight.fill_(3.0)
     e.update(m, 1000)
     assert torch.allclose(e.module.weight, 0.5 * w0 + 0.5 * 3.0)
+
+
+@pytest.mark.parametrize("rewrite", ["fuse", "remove_residuals"])
+def test_deploy_rewrites_the_trained_model_exactly(tmp_path, rewrite):
+    from operad.experiments.synthetic import write_cifar_pickle
+    root = tmp_path / "data"
+    write_cifar_pickle(str(root), per_class=2, test_per_class=1)
+    res = train({"model": "resnet20", "dataset": "cifar10", "data_root": str(root), "epochs": 1, "batch_size": 8,
+                 "eval_batch_size": 8, "out_dir": str(tmp_path / "runs"), "name": rewrite, "deploy": rewrite,
+                 "progress": False, "threads": 1, "device": "cpu"})
+    dep = res["deploy"]
+    assert dep["rewrite"] == rewrite
+    assert dep["max_abs_diff"] < 1e-3
+    assert dep["infer_img_per_s"] > 0 and dep["speedup"] > 0
