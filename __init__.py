@@ -10,18 +10,28 @@ Field(10, rank=0)
 """
 import sys as _sys
 
-from .operators import Field, Term, TypeMismatch, ops, rewrite, as_complex, from_complex
-from .operators.term import Cost
-from .theory import H, W, cost, count, summary, verify
-from . import models
-from .models import create_model, list_models
+if __name__ != "operad":
+    # This file was loaded under another name: test runners import a checkout's
+    # root `__init__.py` by its folder's name (or as a bare `__init__` when the
+    # folder name is not an identifier). Defer to the installed package rather
+    # than load every module twice.
+    import operad as _operad
 
-__version__ = "0.1.0"
+    globals().update({k: getattr(_operad, k) for k in _operad.__all__})
+    __all__ = list(_operad.__all__)
+else:
+    from .operators import Field, Term, TypeMismatch, ops, rewrite, as_complex, from_complex
+    from .operators.term import Cost
+    from .theory import H, W, cost, count, summary, verify
+    from . import models
+    from .models import create_model, list_models
 
-# `import operad.ops`, `import operad.verify` and `import operad.rewrite` work too.
-_sys.modules[__name__ + ".ops"] = ops
-_sys.modules[__name__ + ".verify"] = verify
-_sys.modules[__name__ + ".rewrite"] = rewrite
+    __version__ = "0.1.0"
 
-__all__ = ["Field", "Term", "TypeMismatch", "Cost", "ops", "rewrite", "cost", "count", "summary",
-           "verify", "models", "create_model", "list_models", "H", "W", "as_complex", "from_complex"]
+    # `import operad.ops`, `import operad.verify` and `import operad.rewrite` work too.
+    _sys.modules[__name__ + ".ops"] = ops
+    _sys.modules[__name__ + ".verify"] = verify
+    _sys.modules[__name__ + ".rewrite"] = rewrite
+
+    __all__ = ["Field", "Term", "TypeMismatch", "Cost", "ops", "rewrite", "cost", "count", "summary",
+               "verify", "models", "create_model", "list_models", "H", "W", "as_complex", "from_complex"]
