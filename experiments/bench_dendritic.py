@@ -10,8 +10,8 @@ median forward+backward time after warm-up, with ratios to the baseline.
 """
 from __future__ import annotations
 
-import statistics
-import time
+
+from operad.experiments.bench import time_fn
 
 import torch
 
@@ -32,13 +32,7 @@ def _saved_mib(fn):
 
 
 def _time(fn, reps=5):
-    fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return time_fn(fn, reps, warmup=1)
 
 
 def main():

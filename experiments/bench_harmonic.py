@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
+
+from operad.experiments.bench import time_fn
 
 import torch
 from torch import nn
@@ -37,14 +37,7 @@ CONFIGS = [
 
 
 def _median(fn, warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return time_fn(fn, runs, warmup)
 
 
 def _train_step(m, x):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
+
+from operad.experiments.bench import time_fn
 
 import torch
 from torch import nn
@@ -27,14 +27,7 @@ MIN = False  # --min: report the minimum instead of the median (robust on a load
 
 
 def _time(fn, reps: int, warm: int = 2) -> float:
-    for _ in range(warm):
-        fn()
-    ts = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts) if MIN else statistics.median(ts)
+    return time_fn(fn, reps, warm, reduce="min" if MIN else "median")
 
 
 def quadrature_matrix(h: int, w: int, s: float = 0.5, chunk: int = 2048) -> torch.Tensor:

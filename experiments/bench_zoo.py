@@ -25,8 +25,9 @@ import contextlib
 import fnmatch
 import json
 import os
-import statistics
 import time
+
+from operad.experiments.bench import time_fn
 from typing import Dict, List, Optional
 
 import torch
@@ -50,22 +51,8 @@ def _model(name: str):
     raise KeyError(f"{name!r} is not registered")
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_time(fn, device, warmup: int, runs: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return time_fn(fn, runs, warmup, device)
 
 
 def measure(model: nn.Module, infer_hw, train_hw, task: str, device="cpu", amp: Optional[torch.dtype] = None,
