@@ -20,15 +20,13 @@ step-size condition ``h lambda_max <= 2`` (:func:`operad.theory.pide.euler_condi
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
 import torch
 from torch import nn
-from torch.func import jvp, vjp
 
-from .verify import Report, _eval
+from .verify import Report, _eval, operator_norm
 
 __all__ = ["StabilityReport", "stability", "operator_norm"]
 
@@ -45,25 +43,6 @@ class StabilityReport(Report):
     radius: float = float("nan")
     steps: List[dict] = field(default_factory=list)
     condition: Optional[bool] = None
-
-
-def operator_norm(f, x: torch.Tensor, iters: int = 100, seed: int = 0) -> float:
-    """``||J_f(x)||_2`` by power iteration on ``J^T J`` (a lower estimate converging to the norm)."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    v = torch.randn(x.shape, generator=gen, dtype=x.dtype).to(x.device)
-    v = v / v.norm()
-    _, vjp_fn = vjp(f, x)
-    sigma = 0.0
-    for _ in range(iters):
-        _, jv = jvp(f, (x,), (v,))
-        (u,) = vjp_fn(jv)
-        u = u.detach()
-        nrm = u.norm()
-        if nrm == 0:
-            return 0.0
-        sigma = math.sqrt(float(nrm))
-        v = u / nrm
-    return sigma
 
 
 def _pde_steps(block: nn.Module):
