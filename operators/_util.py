@@ -41,3 +41,21 @@ def area(size) -> Any:
 
 def is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+PADDING_MODES = ("zeros", "circular", "reflect", "replicate")
+
+
+def check_conv_args(op: str, k, stride: int, dilation: int, padding, padding_mode: str) -> None:
+    """Validate the hyper-parameters every convolution-like term shares; errors name ``op``."""
+    if padding not in ("same", "valid") and not (isinstance(padding, int) and padding >= 0):
+        raise ValueError(f"{op} padding must be 'same', 'valid' or a non-negative int; got {padding!r}")
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"{op} padding_mode must be 'zeros', 'circular', 'reflect' or 'replicate'; "
+                         f"got {padding_mode!r}")
+    for name, v in (("stride", stride), ("dilation", dilation)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{op} {name} must be a positive int; got {v!r}")
+    kh, kw = pair(k)
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{op} k must be positive; got {k!r}")

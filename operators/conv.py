@@ -8,7 +8,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ._util import ceil_div, floordiv, pair, spectral_norm
+from ._util import ceil_div, check_conv_args, floordiv, pair, spectral_norm
 from .field import Channels, Field
 from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
@@ -57,18 +57,7 @@ class Conv(Term):
     linear = True
 
     def __post_init__(self):
-        if self.padding not in ("same", "valid") and not (isinstance(self.padding, int) and self.padding >= 0):
-            raise ValueError(f"conv padding must be 'same', 'valid' or a non-negative int; got {self.padding!r}")
-        if self.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
-            raise ValueError(f"conv padding_mode must be 'zeros', 'circular', 'reflect' or 'replicate'; "
-                             f"got {self.padding_mode!r}")
-        for name in ("stride", "dilation"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"conv {name} must be a positive int; got {v!r}")
-        kh, kw = pair(self.k)
-        if kh < 1 or kw < 1:
-            raise ValueError(f"conv k must be positive; got {self.k!r}")
+        check_conv_args("conv", self.k, self.stride, self.dilation, self.padding, self.padding_mode)
 
     # -- shape -----------------------------------------------------------------
     def _groups(self, t: Field):

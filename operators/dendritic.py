@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import ceil_div, pair, spectral_norm
+from ._util import ceil_div, check_conv_args, pair, spectral_norm
 from .conv import conv_out_size
 from .field import Channels, Field
 from .term import ALL_TRANSFORMS, POINTWISE, Cost, Term, op, register_family
@@ -309,19 +309,7 @@ class DendriticConv(Term):
 
     def __post_init__(self):
         _check_impl(self.impl)
-        if self.padding not in ("same", "valid") and not (isinstance(self.padding, int) and self.padding >= 0):
-            raise ValueError(f"dendritic_conv padding must be 'same', 'valid' or a non-negative int; "
-                             f"got {self.padding!r}")
-        if self.padding_mode not in ("zeros", "circular", "reflect", "replicate"):
-            raise ValueError(f"dendritic_conv padding_mode must be 'zeros', 'circular', 'reflect' or "
-                             f"'replicate'; got {self.padding_mode!r}")
-        for name in ("stride", "dilation"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ValueError(f"dendritic_conv {name} must be a positive int; got {v!r}")
-        kh, kw = pair(self.k)
-        if kh < 1 or kw < 1:
-            raise ValueError(f"dendritic_conv k must be positive; got {self.k!r}")
+        check_conv_args("dendritic_conv", self.k, self.stride, self.dilation, self.padding, self.padding_mode)
 
     def _out(self, t):
         return t.channels if self.out is None else self.out
