@@ -16,8 +16,10 @@ names the first pair that does not.
     model = create_model("resnet50")
     load_pretrained(model, ref.state_dict())
 
-MobileNetV2 converts the same way once its layer order matches (add its name to
-``SUPPORTED`` with a test).
+MobileNetV2 (``mobilenetv2_100``) registers its layers in torchvision's order
+too (stem conv, BN, per inverted residual the expansion, depthwise and
+projection conv/BN pairs, the last 1x1 conv/BN and the classifier), so it
+converts the same way.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from torch import nn
 
 __all__ = ["convert_state_dict", "load_pretrained", "SUPPORTED"]
 
-SUPPORTED = ("resnet18", "resnet34", "resnet50", "densenet121")
+SUPPORTED = ("resnet18", "resnet34", "resnet50", "densenet121", "mobilenetv2_100")
 
 _SKIP_SUFFIXES = ()
 

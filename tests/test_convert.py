@@ -6,6 +6,8 @@ import torch
 from operad.models import create_model
 from operad.models.convert import convert_state_dict, load_pretrained
 
+TORCHVISION_NAMES = {"mobilenetv2_100": "mobilenet_v2"}
+
 
 def test_mismatch_errors():
     m = create_model("resnet18")
@@ -21,11 +23,11 @@ def test_mismatch_errors():
     assert all(torch.equal(a, b) for a, b in zip(other.state_dict().values(), sd.values()))
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "densenet121"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "densenet121", "mobilenetv2_100"])
 def test_torchvision_outputs_match(name):
     tv = pytest.importorskip("torchvision")
     torch.manual_seed(0)
-    ref = getattr(tv.models, name)(weights=None).eval()
+    ref = getattr(tv.models, TORCHVISION_NAMES.get(name, name))(weights=None).eval()
     for mod in ref.modules():  # non-trivial BN statistics
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.1, 0.1)
