@@ -35,6 +35,16 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+def windows_per_pixel(k, stride: int = 1, dilation: int = 1) -> int:
+    """How many k x k windows of a strided (dilated) convolution one input pixel
+    can fall in: ``ceil(k/stride)`` per axis without dilation, ``k`` with it.
+    ``sqrt`` of this times the weight matrix's spectral norm bounds a convolution."""
+    kh, kw = pair(k)
+    if dilation == 1:
+        return ceil_div(kh, stride) * ceil_div(kw, stride)
+    return kh * kw
+
+
 def area(size) -> Any:
     return size[0] * size[1]
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import ceil_div, floordiv, spectral_norm
+from ._util import floordiv, spectral_norm, windows_per_pixel
 from .field import Channels, Field
 from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
@@ -114,7 +114,7 @@ class ComplexConv(Term):
         return frozenset({"shift"}) if self.padding_mode == "circular" else frozenset()
 
     def lipschitz_bound(self, m, size=None):
-        overlap = ceil_div(self.k, self.stride) ** 2
+        overlap = windows_per_pixel(self.k, self.stride)
         return spectral_norm(m.real_weight()) * math.sqrt(overlap)
 
     def build(self, t):

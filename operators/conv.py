@@ -8,7 +8,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ._util import ceil_div, check_conv_args, floordiv, pair, spectral_norm
+from ._util import check_conv_args, floordiv, pair, spectral_norm, windows_per_pixel
 from .field import Channels, Field
 from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
@@ -116,11 +116,7 @@ class Conv(Term):
         return frozenset()
 
     def lipschitz_bound(self, m, size=None):
-        kh, kw = pair(self.k)
-        if self.dilation == 1:
-            overlap = ceil_div(kh, self.stride) * ceil_div(kw, self.stride)
-        else:
-            overlap = kh * kw
+        overlap = windows_per_pixel(self.k, self.stride, self.dilation)
         w = m.weight
         g = m.groups
         norms = [spectral_norm(wg) for wg in w.chunk(g, dim=0)]

@@ -75,7 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import ceil_div, check_conv_args, pair, spectral_norm
+from ._util import check_conv_args, pair, spectral_norm, windows_per_pixel
 from .conv import conv_out_size
 from .field import Channels, Field
 from .term import ALL_TRANSFORMS, POINTWISE, Cost, Term, op, register_family
@@ -364,11 +364,7 @@ class DendriticConv(Term):
         return frozenset()
 
     def lipschitz_bound(self, m, size=None):
-        kh, kw = pair(self.k)
-        if self.dilation == 1:
-            overlap = ceil_div(kh, self.stride) * ceil_div(kw, self.stride)
-        else:
-            overlap = kh * kw
+        overlap = windows_per_pixel(self.k, self.stride, self.dilation)
         return spectral_norm(m.weight.detach().abs()) * math.sqrt(overlap)
 
     def build(self, t):
