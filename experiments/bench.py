@@ -10,12 +10,12 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from typing import Callable, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["inference_speed", "time_fn"]
+__all__ = ["inference_speed", "time_fn", "time_interleaved"]
 
 
 def _sync(device: torch.device) -> None:
@@ -42,6 +42,32 @@ def time_fn(fn: Callable[[], object], runs: int = 5, warmup: int = 1, device=Non
         _sync(dev)
         times.append(time.perf_counter() - t)
     return min(times) if reduce == "min" else statistics.median(times)
+
+
+def time_interleaved(fns: Dict[str, Callable[[], object]], runs: int = 7, warmup: int = 2, device=None,
+                     reduce: str = "median") -> Dict[str, float]:
+    """Seconds per call of each function, timed in alternation (one call of each per round),
+    so that load on a shared machine, thread wake-ups and allocator state hit every
+    candidate alike; ``reduce`` is ``"median"`` or ``"min"`` over the ``runs`` rounds.
+
+    >>> t = time_interleaved({"a": lambda: sum(range(100)), "b": lambda: sum(range(10))}, runs=3)
+    >>> sorted(t)
+    ['a', 'b']
+    """
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {k: [] for k in fns}
+    for _ in range(runs):
+        for k, fn in fns.items():
+            _sync(dev)
+            t = time.perf_counter()
+            fn()
+            _sync(dev)
+            times[k].append(time.perf_counter() - t)
+    pick = min if reduce == "min" else statistics.median
+    return {k: pick(v) for k, v in times.items()}
 
 
 @torch.no_grad()

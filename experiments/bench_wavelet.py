@@ -19,13 +19,12 @@ pytorch_wavelets is a benchmark extra (``pip install 'operad[bench]'``; it needs
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Callable, Dict, List, Optional
 
 import torch
 
 from .. import Field, ops
+from .bench import time_interleaved
 
 __all__ = ["time_pair", "main"]
 
@@ -45,17 +44,8 @@ def _fb(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 def time_pair(a: Callable[[], None], b: Callable[[], None], repeats: int = 7, warmup: int = 2) -> tuple:
     """Median seconds of ``a`` and ``b``, timed alternately."""
-    for _ in range(warmup):
-        a()
-        b()
-    ta: List[float] = []
-    tb: List[float] = []
-    for _ in range(repeats):
-        for f, acc in ((a, ta), (b, tb)):
-            t = time.perf_counter()
-            f()
-            acc.append(time.perf_counter() - t)
-    return statistics.median(ta), statistics.median(tb)
+    t = time_interleaved({"a": a, "b": b}, repeats, warmup)
+    return t["a"], t["b"]
 
 
 def _theirs(levels: int) -> Optional[torch.nn.Module]:
