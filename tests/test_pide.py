@@ -9,8 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 import operad
 from operad import Field, ops, verify
-from operad.operators.nonlocal_ops import (FeatureNonlocal, GridLaplacian, frac_const, grid_symbol,
-                                           inv_frac_const)
+from operad.operators.nonlocal_ops import (FeatureNonlocal, GridLaplacian, _spectral_multiply_autograd,
+                                           frac_const, grid_symbol, inv_frac_const, spectral_multiply)
 from operad.theory import pide
 
 D = torch.float64
@@ -174,6 +174,39 @@ def test_fft_operator_agrees_with_quadrature_of_the_singular_integral():
     assert errs[0] > errs[1] > errs[2], errs
     assert errs[2] < errs[0] / 4, errs
     assert errs[2] < 0.01 * (2 * math.pi) ** (2 * s), errs
+
+
+@pytest.mark.parametrize("shape", [(6, 8), (7, 5), (12, 16)], ids=["periodic_even", "periodic_odd", "padded"])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_fast_spectral_multiply_has_exact_first_and_second_derivatives(shape, per_channel):
+    """The hand-written backward (self-adjoint operator, Parseval weights of the half spectrum
+    for the multiplier) against finite differences, to second order."""
+    h, w = (6, 8) if shape == (12, 16) else shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, h, w, dtype=D, generator=g, requires_grad=True)
+    mshape = ((3,) if per_channel else ()) + (shape[0], shape[1] // 2 + 1)
+    m = torch.rand(mshape, dtype=D, generator=g, requires_grad=True)
+    f = lambda x_, m_: spectral_multiply(x_, m_, shape)
+    assert torch.autograd.gradcheck(f, (x, m))
+    assert torch.autograd.gradgradcheck(f, (x, m))
+    torch.testing.assert_close(f(x, m), _spectral_multiply_autograd(x, m, shape))
+
+
+def test_fast_path_matches_plain_autograd_through_the_module_and_under_torch_func():
+    m = ops.fractional_laplacian(0.5, learn_order=True).bind(Field(3)).double()
+    x = _rand(3, 9, 10).requires_grad_(True)
+    loss = lambda y: (y * torch.linspace(-1, 1, y.numel(), dtype=D).view_as(y)).sum()
+    loss(m(x)).backward()
+    fast = [x.grad.clone()] + [p.grad.clone() for p in m.parameters()]
+    x.grad = None
+    m.zero_grad()
+    mult = m.multiplier(9, 10, D, x.device)
+    loss(_spectral_multiply_autograd(x, mult, (9, 10))).backward()
+    ref = [x.grad] + [p.grad for p in m.parameters()]
+    for a, b in zip(fast, ref):
+        torch.testing.assert_close(a, b)
+    jac = torch.func.jacrev(lambda v: m(v).sum())(x.detach())  # functorch tensors take the plain path
+    torch.testing.assert_close(jac, torch.autograd.grad(m(x).sum(), x)[0])
 
 
 def test_autocast_bf16_runs_the_fft_in_float32_at_odd_sizes():
@@ -392,3 +425,39 @@ def test_pide_seg_predicts_eleven_classes_at_the_input_size():
     assert y.shape == (1, 11, 90, 120)
     loss = torch.nn.functional.cross_entropy(y, torch.full((1, 90, 120), 11), ignore_index=11)
     assert torch.isnan(loss) or loss == 0  # all-void targets contribute nothing
+
+
+def test_pide_benchmark_runs_and_its_dense_baseline_is_the_quadrature(capsys, monkeypatch):
+    from operad.experiments import bench_pide
+    monkeypatch.setattr(bench_pide, "WARM_S", 0.0)
+    k = bench_pide.quadrature_matrix(6, 5, chunk=7)
+    torch.testing.assert_close(k, k.T)
+    torch.testing.assert_close(k.sum(1), torch.zeros(30), atol=1e-5, rtol=0)
+    assert torch.linalg.eigvalsh(k.double()).min() > -1e-5  # a positive semi-definite dense operator
+    rows = bench_pide.bench_grid([(8, 8), (16, 12)], batch=2, channels=2, reps=2, dense_gib=0.01)
+    assert [r[:2] for r in rows] == [(8, 8), (16, 12)] and all(t > 0 for r in rows for t in r[2:])
+    rel = bench_pide.bench_scaling([8, 16], 512, reps=2)
+    assert rel[8] == 1.0 and rel[16] > 0
+    bench_pide.bench_feature((8, 8), 4, (1, 2), reps=1)
+    out = capsys.readouterr().out
+    assert "dense/fft" in out and "N log N check" in out and "pool" in out
+
+
+def test_interleaved_timer_warms_up_for_the_requested_time():
+    import time
+    from operad.experiments.bench import time_interleaved
+    calls = []
+    t0 = time.perf_counter()
+    t = time_interleaved({"a": lambda: calls.append(1)}, runs=3, warmup=1, warmup_s=0.05)
+    assert time.perf_counter() - t0 >= 0.05 and len(calls) > 4 and t["a"] >= 0
+
+
+def test_compare_pide_trains_both_networks_on_shipped_cifar(shared_data, capsys):
+    from operad.experiments import compare_pide
+    res = compare_pide.main(["--data", shared_data, "--per-class", "2", "--test-per-class", "1", "--epochs", "1",
+                             "--batch", "10", "--widths", "4,8,8", "--nonlocal", "grid,fractional", "--seeds", "0"])
+    assert set(res) == {"nonlocal (grid)", "nonlocal (fractional)", "local baseline"}
+    assert all(0 <= acc <= 1 for runs in res.values() for acc, _, _ in runs)
+    assert "| local baseline |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        compare_pide.main(["--data", shared_data, "--nonlocal", "fractinal"])
