@@ -45,19 +45,24 @@ def time_fn(fn: Callable[[], object], runs: int = 5, warmup: int = 1, device=Non
 
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], runs: int = 7, warmup: int = 2, device=None,
-                     reduce: str = "median") -> Dict[str, float]:
+                     reduce: str = "median", warmup_s: float = 0.0) -> Dict[str, float]:
     """Seconds per call of each function, timed in alternation (one call of each per round),
     so that load on a shared machine, thread wake-ups and allocator state hit every
     candidate alike; ``reduce`` is ``"median"`` or ``"min"`` over the ``runs`` rounds.
+    Warm-up runs ``warmup`` rounds and then goes on until ``warmup_s`` seconds have passed
+    (caches, thread pools and the allocator settle over time, not over a call count).
 
     >>> t = time_interleaved({"a": lambda: sum(range(100)), "b": lambda: sum(range(10))}, runs=3)
     >>> sorted(t)
     ['a', 'b']
     """
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    for _ in range(warmup):
+    start, done = time.perf_counter(), 0
+    while done < warmup or time.perf_counter() - start < warmup_s:
         for fn in fns.values():
             fn()
+        _sync(dev)
+        done += 1
     times: Dict[str, List[float]] = {k: [] for k in fns}
     for _ in range(runs):
         for k, fn in fns.items():

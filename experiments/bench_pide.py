@@ -5,7 +5,10 @@ and kernel-matrix memory against its pooling factor.
 
     python -m operad.experiments.bench_pide [--quick]
 
-Timings are medians of several runs after warm-up, on ``torch.set_num_threads(2)``.
+Timings are medians of several runs after warm-up, on ``torch.set_num_threads(2)``; the FFT
+operator and the depthwise conv are timed in alternation, so machine load hits both alike
+(the dense ratio comes from a second interleaved round of FFT and matmul, so the FFT
+there runs right after the matmul's BLAS threads, which makes that ratio conservative).
 The dense form is skipped where its N x N float32 matrix would exceed ``--dense-gib``
 (360x480: N = 172800, a 111 GiB matrix).
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from operad.experiments.bench import time_fn
+from operad.experiments.bench import time_fn, time_interleaved
 
 import torch
 from torch import nn
@@ -24,10 +27,16 @@ from operad.operators.nonlocal_ops import frac_const
 
 
 MIN = False  # --min: report the minimum instead of the median (robust on a loaded machine)
+WARM_S = 1.0  # seconds of warm-up before each interleaved timing (thread pools and caches settle)
 
 
 def _time(fn, reps: int, warm: int = 2) -> float:
     return time_fn(fn, reps, warm, reduce="min" if MIN else "median")
+
+
+def _times(fns, reps: int, warm: int = 6, warm_s: float = None):
+    warm_s = WARM_S if warm_s is None else warm_s
+    return time_interleaved(fns, reps, warm, reduce="min" if MIN else "median", warmup_s=warm_s)
 
 
 def quadrature_matrix(h: int, w: int, s: float = 0.5, chunk: int = 2048) -> torch.Tensor:
@@ -55,9 +64,8 @@ def bench_grid(sizes, batch, channels, reps, dense_gib):
           f"(batch {batch}, {channels} channels) ==")
     hdr = (f"{'size':>9} {'N':>7} | {'fft fwd ms':>10} {'dense fwd':>10} {'dw3x3 fwd':>10} | {'fft f+b':>9} "
            f"{'dense f+b':>10} {'dw f+b':>9} | {'dense/fft':>9} {'dense/fft f+b':>13} {'fft/dw':>7} "
-           f"{'fft/dw f+b':>10} | {'fft ms/(NlogN) rel':>18}")
+           f"{'fft/dw f+b':>10}")
     print(hdr)
-    base = None
     rows = []
     for (h, w) in sizes:
         b = batch if h * w <= 128 * 128 else 1
@@ -67,32 +75,56 @@ def bench_grid(sizes, batch, channels, reps, dense_gib):
         x = torch.randn(b, channels, h, w)
         xg = x.clone().requires_grad_(True)
         with torch.no_grad():
-            t_fft = _time(lambda: frac(x), reps)
-            t_dw = _time(lambda: dw(x), reps)
-        t_fft_b = _time(lambda: frac(xg).sum().backward(), reps)
-        t_dw_b = _time(lambda: dw(xg).sum().backward(), reps)
+            t = _times({"fft": lambda: frac(x), "dw": lambda: dw(x)}, reps)
+        tb = _times({"fft": lambda: frac(xg).sum().backward(), "dw": lambda: dw(xg).sum().backward()}, reps)
+        t_fft, t_dw, t_fft_b, t_dw_b = t["fft"], t["dw"], tb["fft"], tb["dw"]
         t_dense = t_dense_b = float("nan")
+        r_dense = r_dense_b = float("nan")
         if n * n * 4 / 2 ** 30 <= dense_gib:
-            kmat = quadrature_matrix(h, w)
-            kt = kmat.T.contiguous()
+            kt = quadrature_matrix(h, w).T.contiguous()
             flat = x.reshape(b * channels, n)
             flatg = flat.clone().requires_grad_(True)
+            dreps = max(3, reps // 2)
             with torch.no_grad():
-                t_dense = _time(lambda: flat @ kt, max(2, reps // 2), 1)
-            t_dense_b = _time(lambda: (flatg @ kt).sum().backward(), max(2, reps // 2), 1)
-            del kmat, kt
-        per = t_fft / (b * n * math.log2(n))
-        base = base or per
+                td = _times({"fft": lambda: frac(x), "dense": lambda: flat @ kt}, dreps, 1, 0.0)
+            tdb = _times({"fft": lambda: frac(xg).sum().backward(),
+                          "dense": lambda: (flatg @ kt).sum().backward()}, dreps, 1, 0.0)
+            t_dense, t_dense_b = td["dense"], tdb["dense"]
+            r_dense, r_dense_b = td["dense"] / td["fft"], tdb["dense"] / tdb["fft"]
+            del kt
         rows.append((h, w, t_fft, t_dense, t_dw))
         f = lambda v: f"{1e3 * v:10.3f}" if v == v else f"{'(memory)':>10}"
-        r = lambda a, c_: f"{a / c_:9.1f}" if a == a else f"{'-':>9}"
+        r = lambda v: f"{v:9.1f}" if v == v else f"{'-':>9}"
         print(f"{h:>4}x{w:<4} {n:>7} | {f(t_fft)} {f(t_dense)} {f(t_dw)} | {1e3 * t_fft_b:9.3f} "
               f"{(1e3 * t_dense_b if t_dense_b == t_dense_b else float('nan')):10.3f} {1e3 * t_dw_b:9.3f} | "
-              f"{r(t_dense, t_fft)} {r(t_dense_b, t_fft_b):>13} {t_fft / t_dw:7.2f} {t_fft_b / t_dw_b:10.2f} | "
-              f"{per / base:18.2f}")
+              f"{r(r_dense)} {r(r_dense_b):>13} {t_fft / t_dw:7.2f} {t_fft_b / t_dw_b:10.2f}")
     print("dense: N x N float32 kernel matrix precomputed, one matmul (nan/'(memory)' where it would exceed "
           f"{dense_gib} GiB); 360x480 runs at batch 1 (fft/dw ratios there are at equal batch).")
     return rows
+
+
+def bench_scaling(sides, pixels: int, reps: int):
+    """Growth of the FFT operator's time with N at a fixed number of pixels per call (more
+    channels at small sizes), all sizes timed in alternation: an N log N algorithm keeps
+    ``time / log2 N`` flat, so the last column stays near 1 (cache effects aside)."""
+    print(f"\n== N log N check: FFT operator forward at {pixels:,} pixels per call (channels = pixels / N) ==")
+    fns, logs = {}, {}
+    for side in sides:
+        n = side * side
+        c = max(1, pixels // n)
+        m = ops.fractional_laplacian(0.5).bind(Field(c))
+        x = torch.randn(1, c, side, side)
+        fns[side] = (lambda m_, x_: (lambda: m_(x_)))(m, x)
+        logs[side] = math.log2(n)
+    with torch.no_grad():
+        t = _times(fns, reps)
+    base = t[sides[0]] / logs[sides[0]]
+    print(f"{'size':>9} {'N':>7} {'channels':>8} {'fwd ms':>9} {'(t/log2 N) rel':>15}")
+    for side in sides:
+        n = side * side
+        print(f"{side:>4}x{side:<4} {n:>7} {max(1, pixels // n):>8} {1e3 * t[side]:9.3f} "
+              f"{t[side] / logs[side] / base:15.2f}")
+    return {side: t[side] / logs[side] / base for side in sides}
 
 
 def bench_feature(size, channels, pools, reps):
@@ -131,9 +163,10 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print(f"torch threads: {args.threads}")
     torch.manual_seed(0)
-    reps = 3 if args.quick else 9
+    reps = 3 if args.quick else 15
     dense = 0.3 if args.quick else args.dense_gib
     bench_grid([(32, 32), (64, 64), (128, 128), (360, 480)], args.batch, args.channels, reps, dense)
+    bench_scaling([32, 64, 128, 256, 512], 2 ** 21, reps)
     bench_feature((64, 64), 32, (1, 2, 4, 8), reps)
 
 
