@@ -3,7 +3,7 @@ matrix precomputed, one matmul) and a 3x3 depthwise convolution, forward and
 forward+backward, at 32^2, 64^2, 128^2 and 360x480; then the feature-space operator's time
 and kernel-matrix memory against its pooling factor.
 
-    python -m operad.experiments.bench_pide [--quick]
+    python -m operad.experiments.bench_pide [--quick] [--min] [--plot bench_pide.png]
 
 Timings are medians of several runs after warm-up, on ``torch.set_num_threads(2)``; the FFT
 operator and the depthwise conv are timed in alternation, so machine load hits both alike
@@ -92,7 +92,7 @@ def bench_grid(sizes, batch, channels, reps, dense_gib):
             t_dense, t_dense_b = td["dense"], tdb["dense"]
             r_dense, r_dense_b = td["dense"] / td["fft"], tdb["dense"] / tdb["fft"]
             del kt
-        rows.append((h, w, t_fft, t_dense, t_dw))
+        rows.append((h, w, b, t_fft, t_dense, t_dw))
         f = lambda v: f"{1e3 * v:10.3f}" if v == v else f"{'(memory)':>10}"
         r = lambda v: f"{v:9.1f}" if v == v else f"{'-':>9}"
         print(f"{h:>4}x{w:<4} {n:>7} | {f(t_fft)} {f(t_dense)} {f(t_dw)} | {1e3 * t_fft_b:9.3f} "
@@ -101,6 +101,19 @@ def bench_grid(sizes, batch, channels, reps, dense_gib):
     print("dense: N x N float32 kernel matrix precomputed, one matmul (nan/'(memory)' where it would exceed "
           f"{dense_gib} GiB); 360x480 runs at batch 1 (fft/dw ratios there are at equal batch).")
     return rows
+
+
+def plot_grid(rows, channels: int, path: str) -> str:
+    """Forward time per image channel against the number of pixels, log-log, with an
+    ``N log N`` guide through the FFT's first point."""
+    from operad.experiments.plots import plot_lines
+    ns = [h * w for h, w, *_ in rows]
+    per = lambda i: [1e6 * r[i] / (r[2] * channels) for r in rows]
+    fft = per(3)
+    guide = [fft[0] * n * math.log2(n) / (ns[0] * math.log2(ns[0])) for n in ns]
+    return plot_lines({"FFT operator": (ns, fft), "dense matmul": (ns, per(4)), "3x3 depthwise conv": (ns, per(5)),
+                       "N log N (guide)": (ns, guide)}, path, "pixels N", "forward us per image channel",
+                      "grid fractional Laplacian, s = 0.5", logx=True, logy=True)
 
 
 def bench_scaling(sides, pixels: int, reps: int):
@@ -156,6 +169,7 @@ def main(argv=None):
     ap.add_argument("--dense-gib", type=float, default=1.1)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 avoids OpenMP stalls under load)")
     ap.add_argument("--min", action="store_true", help="report the minimum time (a loaded machine)")
+    ap.add_argument("--plot", metavar="PNG", help="also plot forward time against N (log-log) to this file")
     args = ap.parse_args(argv)
     global MIN
     MIN = args.min
@@ -165,7 +179,9 @@ def main(argv=None):
     torch.manual_seed(0)
     reps = 3 if args.quick else 15
     dense = 0.3 if args.quick else args.dense_gib
-    bench_grid([(32, 32), (64, 64), (128, 128), (360, 480)], args.batch, args.channels, reps, dense)
+    rows = bench_grid([(32, 32), (64, 64), (128, 128), (360, 480)], args.batch, args.channels, reps, dense)
+    if args.plot:
+        print(f"plot: {plot_grid(rows, args.channels, args.plot)}")
     bench_scaling([32, 64, 128, 256, 512], 2 ** 21, reps)
     bench_feature((64, 64), 32, (1, 2, 4, 8), reps)
 

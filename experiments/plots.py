@@ -77,12 +77,18 @@ def plot_run(run_dir: str, path: Optional[str] = None) -> Optional[str]:
 
 
 def plot_lines(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], path: str, xlabel: str, ylabel: str,
-               title: str = "", xticks: Optional[Sequence[float]] = None) -> str:
-    """One line per named series ``{name: (xs, ys)}``."""
+               title: str = "", xticks: Optional[Sequence[float]] = None, logx: bool = False,
+               logy: bool = False) -> str:
+    """One line per named series ``{name: (xs, ys)}`` (``nan`` points are left out)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, (xs, ys) in series.items():
-        ax.plot(list(xs), list(ys), "o-", label=name)
+        pts = [(x, y) for x, y in zip(xs, ys) if y == y]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
     if xticks is not None:
         ax.set_xticks(list(xticks))
     ax.set_xlabel(xlabel); ax.set_ylabel(ylabel); ax.set_title(title); ax.grid(alpha=0.3)

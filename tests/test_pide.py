@@ -427,7 +427,7 @@ def test_pide_seg_predicts_eleven_classes_at_the_input_size():
     assert torch.isnan(loss) or loss == 0  # all-void targets contribute nothing
 
 
-def test_pide_benchmark_runs_and_its_dense_baseline_is_the_quadrature(capsys, monkeypatch):
+def test_pide_benchmark_runs_and_its_dense_baseline_is_the_quadrature(capsys, monkeypatch, tmp_path):
     from operad.experiments import bench_pide
     monkeypatch.setattr(bench_pide, "WARM_S", 0.0)
     k = bench_pide.quadrature_matrix(6, 5, chunk=7)
@@ -436,6 +436,8 @@ def test_pide_benchmark_runs_and_its_dense_baseline_is_the_quadrature(capsys, mo
     assert torch.linalg.eigvalsh(k.double()).min() > -1e-5  # a positive semi-definite dense operator
     rows = bench_pide.bench_grid([(8, 8), (16, 12)], batch=2, channels=2, reps=2, dense_gib=0.01)
     assert [r[:2] for r in rows] == [(8, 8), (16, 12)] and all(t > 0 for r in rows for t in r[2:])
+    png = tmp_path / "grid.png"
+    assert bench_pide.plot_grid(rows, 2, str(png)) == str(png) and png.stat().st_size > 1000
     rel = bench_pide.bench_scaling([8, 16], 512, reps=2)
     assert rel[8] == 1.0 and rel[16] > 0
     bench_pide.bench_feature((8, 8), 4, (1, 2), reps=1)
