@@ -381,6 +381,14 @@ class FeatureNonlocalModule(nn.Module):
     def weights(self, x: torch.Tensor):
         """The kernel matrix ``w`` (B, N, M) between the N pixels and the M pooled keys, and the
         pooled values (B, M, C)."""
+        w0, scale, v = self.kernel_parts(x)
+        return scale * w0, v
+
+    def kernel_parts(self, x: torch.Tensor):
+        """``(w0, scale, v)`` with ``w = scale * w0``: the unnormalised kernel (B, N, M), its
+        normalisation (a scalar, or (B, N, 1) for row sums) and the pooled values (B, M, C).
+        Keeping the scale apart spares the (B, N, M) tensor two element-wise passes, forward
+        and backward; the forward pass applies it to the (B, N, C) results instead."""
         th = self.theta(x).flatten(2).transpose(1, 2)            # B, N, E
         ph = self.phi(x)
         v = x
@@ -389,44 +397,45 @@ class FeatureNonlocalModule(nn.Module):
             v = F.max_pool2d(x, self.pool)
         ph = ph.flatten(2)                                       # B, E, M
         v = v.flatten(2).transpose(1, 2)                         # B, M, C
-        dot = torch.bmm(th, ph)                                  # B, N, M
+        scale = self.lam
         if self.kind == "weighted":
+            dot = torch.bmm(th, ph)                              # B, N, M
             if self.kernel == "dot":
-                w = self.lam * dot
+                w0 = dot
             elif self.normalize == "rows":
-                return self.lam * torch.softmax(dot, dim=-1), v
+                return torch.softmax(dot, dim=-1), scale, v
             else:
-                w = self.lam * torch.exp(dot.clamp(max=30.0))
+                w0 = dot.clamp(max=30.0).exp_()
         else:
-            d2 = (th * th).sum(-1)[:, :, None] + (ph * ph).sum(1)[:, None, :] - 2 * dot
-            d = (d2.clamp_min(0) + self.eps ** 2).sqrt()
-            s = self.order()
-            n = self.n
-            if self.kind == "fractional":
-                w = frac_const(n, torch.as_tensor(s, dtype=d.dtype)).to(d.dtype) * d.pow(-(n + 2 * s))
-            elif self.kind == "inverse_log":
-                w = -torch.log(d) / (2 * math.pi)
+            sq = (th * th).sum(-1, keepdim=True) + (ph * ph).sum(1, keepdim=True)
+            r2 = torch.baddbmm(sq, th, ph, alpha=-2).clamp_min(0).add_(self.eps ** 2)   # d^2 + eps^2
+            log_r2 = r2.log()
+            if self.kind == "inverse_log":
+                w0 = log_r2                                      # -log(d) / 2 pi = log(d^2) * (-1 / 4 pi)
+                scale = scale * (-1 / (4 * math.pi))
             else:
-                w = inv_frac_const(n, torch.as_tensor(s, dtype=d.dtype)).to(d.dtype) * d.pow(-(n - 2 * s))
-            w = self.lam * w
+                s, n = self.order(), self.n
+                exponent = -(n + 2 * s) / 2 if self.kind == "fractional" else -(n - 2 * s) / 2
+                w0 = (log_r2 * exponent).exp_()                 # r2^exponent; exp reuses its result backward
+                s = torch.as_tensor(s, dtype=torch.float64 if not torch.is_tensor(s) else s.dtype)
+                const = frac_const(n, s) if self.kind == "fractional" else inv_frac_const(n, s)
+                scale = scale * const.to(r2.dtype)
         if self.normalize == "rows":
-            w = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
-        else:
-            w = w / w.shape[-1]
-        return w, v
+            return w0, 1.0 / w0.sum(-1, keepdim=True).clamp_min(1e-12), v
+        return w0, scale / w0.shape[-1], v
 
     def forward(self, x):
         b, c, h, wd = x.shape
-        w, v = self.weights(x)
-        wv = torch.bmm(w, v)                                     # B, N, C
+        w0, scale, v = self.kernel_parts(x)
+        wv = torch.bmm(w0, v)                                    # B, N, C
         xi = x.flatten(2).transpose(1, 2)
         if self.kind == "weighted":
-            out = wv - w.sum(-1, keepdim=True) * xi             # sum_j w_ij (x_j - x_i)
+            out = wv - w0.sum(-1, keepdim=True) * xi            # sum_j w_ij (x_j - x_i)
         elif self.kind == "fractional":
-            out = w.sum(-1, keepdim=True) * xi - wv             # sum_j w_ij (x_i - x_j)
+            out = w0.sum(-1, keepdim=True) * xi - wv            # sum_j w_ij (x_i - x_j)
         else:
             out = wv                                            # sum_j w_ij x_j
-        return out.transpose(1, 2).reshape(b, c, h, wd)
+        return (scale * out).transpose(1, 2).reshape(b, c, h, wd)
 
 
 _KINDS = ("weighted", "fractional", "inverse", "inverse_log")
@@ -492,6 +501,9 @@ class FeatureNonlocal(Term):
                              "use normalize='n' or kernel='gaussian'")
         if not isinstance(self.pool, int) or self.pool < 1:
             raise ValueError(f"pool must be a positive int; got {self.pool!r}")
+        if not self.eps > 0 and self.kind != "weighted":
+            raise ValueError(f"eps must be > 0: the {self.kind} kernel is singular at distance 0 and "
+                             f"eps regularises d = sqrt(|theta_i - phi_j|^2 + eps^2); got {self.eps!r}")
         if self.kind in ("fractional", "inverse") and not 0 < self.order < 1:
             raise ValueError(f"the feature-space {self.kind} fractional Laplacian needs order in (0, 1) "
                              f"(c(n, s) vanishes at s = 1); got {self.order!r}")

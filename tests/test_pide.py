@@ -361,6 +361,20 @@ def test_feature_operators_follow_their_formulas():
         torch.testing.assert_close(m(x)[0].flatten(1).T, ref)
 
 
+@pytest.mark.parametrize("kind, learn, normalize, kernel", [
+    ("fractional", True, "n", "dot"), ("fractional", False, "rows", "dot"), ("inverse", True, "n", "dot"),
+    ("inverse_log", False, "rows", "dot"), ("weighted", False, "n", "gaussian"), ("weighted", False, "rows", "gaussian"),
+])
+def test_feature_operator_gradients_are_exact(kind, learn, normalize, kernel):
+    """Gradients in the input, the embeddings and a learned order, against finite differences."""
+    term = FeatureNonlocal(kind, 1.0 if kind == "inverse_log" else 0.4, learn, kernel, 0.7, 2, normalize, None, 2, 0.3)
+    m = _bind(term, 3)
+    names = [n for n, _ in m.named_parameters()]
+    f = lambda x, *p: torch.func.functional_call(m, dict(zip(names, p)), (x,))
+    params = [p.detach().clone().requires_grad_(True) for p in m.parameters()]
+    assert torch.autograd.gradcheck(f, (_rand(3, 4, 5).requires_grad_(True), *params))
+
+
 def test_feature_cost_grows_with_keys_and_counts_exactly():
     for pool in (1, 2, 4):
         m = ops.fractional_laplacian(0.5, space="feature", pool=pool).bind(Field(8))
@@ -378,6 +392,7 @@ def test_inverse_feature_order_one_is_logarithmic():
     (lambda: ops.fractional_laplacian(0.5, pool=2), "space='feature'"),
     (lambda: ops.weighted_laplacian(normalize="rows"), "cannot be normalised"),
     (lambda: ops.fractional_laplacian(1.0, space="feature"), "c\\(n, s\\) vanishes"),
+    (lambda: ops.fractional_laplacian(0.5, space="feature", eps=0.0), "eps must be > 0"),
     (lambda: ops.pde_step(ops.fractional_laplacian(), h=-1), "positive"),
 ])
 def test_config_errors_say_what_to_change(call, match):
