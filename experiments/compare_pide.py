@@ -116,11 +116,12 @@ def main(argv=None):
             acc, secs = train_eval(model, xtr, ytr, xte, yte, args.epochs, args.batch, args.lr, seed)
             results.setdefault(name, []).append((acc, secs, c.params))
             print(f"{name}, seed {seed}: test accuracy {100 * acc:.2f}% ({secs:.0f} s)", flush=True)
-    print("\n| network | params | test acc (per seed) | mean | train+eval s |\n|---|---|---|---|---|")
+    print("\n| network | params | test acc (per seed) | mean ± std | train+eval s |\n|---|---|---|---|---|")
     for name, runs in results.items():
-        accs = [100 * a for a, _, _ in runs]
+        accs = np.array([100 * a for a, _, _ in runs])
+        std = f" ± {accs.std(ddof=1):.2f}" if len(accs) > 1 else ""
         print(f"| {name} | {runs[0][2]:,} | {' / '.join(f'{a:.2f}' for a in accs)} | "
-              f"{sum(accs) / len(accs):.2f}% | {sum(r[1] for r in runs) / len(runs):.0f} |")
+              f"{accs.mean():.2f}%{std} | {sum(r[1] for r in runs) / len(runs):.0f} |")
     return results
 
 
