@@ -138,7 +138,8 @@ def twin_alexnet_term(num_classes: int = 1000, in_chans: int = 3, first: str = "
     feats = (ops.conv(192, k=5, padding=2) >> ops.relu() >> ops.max_pool(3, stride=2)
              >> ops.conv(384, k=3) >> ops.relu() >> ops.conv(256, k=3) >> ops.relu()
              >> ops.conv(256, k=3) >> ops.relu() >> ops.max_pool(3, stride=2)).named("features")
-    head = (ops.rearrange("b c h w -> b (c h w)", h=6, w=6) >> ops.dropout(drop) >> ops.linear(4096) >> ops.relu()
+    head = (ops.adaptive_pool(6) >> ops.rearrange("b c h w -> b (c h w)", h=6, w=6)
+            >> ops.dropout(drop) >> ops.linear(4096) >> ops.relu()
             >> ops.dropout(drop) >> ops.linear(4096) >> ops.relu() >> ops.linear(num_classes)).named("head")
     return stem >> feats >> head
 

@@ -171,3 +171,31 @@ def test_ordered_fields_claim_no_flip_and_no_order_mixing():
     assert "flip" not in ops.complex_bn().equivariance(t)
     assert ops.complex_conv(2, k=1).equivariance(t) == {"shift"}
     assert "flip" in ops.modulus().equivariance(Field(4, kind="complex"))
+
+
+def test_adaptive_pool_matches_torch_and_its_bound_is_the_exact_norm():
+    from operad.operators.adaptive_pool import adaptive_windows
+    assert adaptive_windows(5, 3) == [(0, 2), (1, 4), (3, 5)] and adaptive_windows(2, 4) == [(0, 1)] * 2 + [(1, 2)] * 2
+    for size, out in (((13, 9), (6, 6)), ((4, 3), (6, 5)), ((12, 12), (3, 4))):
+        m = ops.adaptive_pool(out).bind(Field(1)).double()
+        n = size[0] * size[1]
+        eye = torch.eye(n, dtype=torch.float64).reshape(n, 1, *size)
+        dense = m(eye).reshape(n, -1).T
+        assert m.term.lipschitz_bound(m, size) == pytest.approx(float(torch.linalg.matrix_norm(dense, ord=2)))
+        x = torch.randn(2, 3, *size)
+        torch.testing.assert_close(ops.adaptive_pool(out, "max").bind(Field(3))(x),
+                                   torch.nn.functional.adaptive_max_pool2d(x, out))
+    assert ops.adaptive_pool(6).out_size(Field(8), (224, 300)) == (6, 6)
+    assert ops.adaptive_pool((2, 3)).equivariance(Field(4)) == {"flip"}
+    assert ops.adaptive_pool(2).lipschitz_bound(None) is None
+    with pytest.raises(ValueError, match="two positive ints"):
+        ops.adaptive_pool((0, 3))
+    with pytest.raises(ValueError, match="'avg' or 'max'"):
+        ops.adaptive_pool(2, "mean")
+
+
+def test_twin_alexnet_head_pools_any_input_to_six_by_six():
+    from operad.models import create_model
+    m = create_model("twin_alexnet", num_classes=7).eval()
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 64, 64)).shape == (1, 7) == m(torch.randn(1, 3, 120, 96)).shape

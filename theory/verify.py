@@ -122,9 +122,10 @@ _PROBE = 720720  # divisible by every stride up to 16
 
 
 def nominal_stride(term, t) -> Optional[tuple]:
-    """The down-sampling factor per axis (e.g. (2, 2)); <1 for up-sampling; None for rank 0."""
+    """The down-sampling factor per axis (e.g. (2, 2)); <1 for up-sampling; None for rank 0
+    and for a fixed output size (adaptive pooling), where no stride relates the grids."""
     out = term.out_size(t, (_PROBE, _PROBE))
-    if out is None:
+    if out is None or term.out_size(t, (2 * _PROBE, 2 * _PROBE)) == out:
         return None
     return tuple(_PROBE / o for o in out)
 
