@@ -15,7 +15,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["inference_speed", "time_fn", "time_interleaved"]
+__all__ = ["inference_speed", "saved_mib", "time_fn", "time_interleaved"]
 
 
 def _sync(device: torch.device) -> None:
@@ -73,6 +73,26 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], runs: int = 7, warmup
             times[k].append(time.perf_counter() - t)
     pick = min if reduce == "min" else statistics.median
     return {k: pick(v) for k, v in times.items()}
+
+
+def saved_mib(fn: Callable[[], object]):
+    """Run ``fn`` and measure what autograd keeps for the backward pass: returns ``(out, MiB)``,
+    the bytes of every tensor saved for backward (counted once per save, via saved-tensor hooks).
+
+    >>> x = torch.randn(256, 256, requires_grad=True)
+    >>> _, mib = saved_mib(lambda: (x * x).sum())
+    >>> round(mib, 2)   # x, saved twice by the product
+    0.5
+    """
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, total[0] / 2 ** 20
 
 
 @torch.no_grad()

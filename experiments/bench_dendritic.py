@@ -11,24 +11,12 @@ median forward+backward time after warm-up, with ratios to the baseline.
 from __future__ import annotations
 
 
-from operad.experiments.bench import time_fn
+from operad.experiments.bench import saved_mib as _saved_mib, time_fn
 
 import torch
 
 from operad import Field, ops
 from operad.operators import dendritic as D
-
-
-def _saved_mib(fn):
-    total = [0]
-
-    def pack(t):
-        total[0] += t.numel() * t.element_size()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, total[0] / 2 ** 20
 
 
 def _time(fn, reps=5):

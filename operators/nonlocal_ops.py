@@ -370,6 +370,7 @@ class FeatureNonlocalModule(nn.Module):
         self.kind, self.kernel, self.lam, self.pool = kind, kernel, lam, pool
         self.normalize, self.n, self.eps = normalize, n, eps
         self.learn_order = learn_order
+        self.fused = True  # False: plain autograd through the whole (B, N, M) kernel (for checks)
         if learn_order:
             self.order_logit = nn.Parameter(torch.tensor(math.log(order / (1 - order))))
         else:
@@ -384,19 +385,31 @@ class FeatureNonlocalModule(nn.Module):
         w0, scale, v = self.kernel_parts(x)
         return scale * w0, v
 
+    def embeddings(self, x: torch.Tensor):
+        """Queries ``theta`` (B, N, E), pooled keys ``phi`` (B, E, M) and pooled values (B, M, C)."""
+        th = self.theta(x).flatten(2).transpose(1, 2)
+        ph, v = self.phi(x), x
+        if self.pool > 1:
+            ph, v = F.max_pool2d(ph, self.pool), F.max_pool2d(x, self.pool)
+        return th, ph.flatten(2), v.flatten(2).transpose(1, 2)
+
+    def _exponent_and_scale(self, dtype):
+        """The kernel's power of ``r2 = d^2 + eps^2`` (None for the log kernel, where
+        ``w0 = log r2``) and the constant factor ``lambda c(n, s)``."""
+        if self.kind == "inverse_log":
+            return None, self.lam * (-1 / (4 * math.pi))          # -log(d) / 2 pi = log(d^2) * (-1 / 4 pi)
+        s, n = self.order(), self.n
+        exponent = -(n + 2 * s) / 2 if self.kind == "fractional" else -(n - 2 * s) / 2
+        s = torch.as_tensor(s, dtype=torch.float64 if not torch.is_tensor(s) else s.dtype)
+        const = frac_const(n, s) if self.kind == "fractional" else inv_frac_const(n, s)
+        return exponent, self.lam * const.to(dtype)
+
     def kernel_parts(self, x: torch.Tensor):
         """``(w0, scale, v)`` with ``w = scale * w0``: the unnormalised kernel (B, N, M), its
         normalisation (a scalar, or (B, N, 1) for row sums) and the pooled values (B, M, C).
         Keeping the scale apart spares the (B, N, M) tensor two element-wise passes, forward
         and backward; the forward pass applies it to the (B, N, C) results instead."""
-        th = self.theta(x).flatten(2).transpose(1, 2)            # B, N, E
-        ph = self.phi(x)
-        v = x
-        if self.pool > 1:
-            ph = F.max_pool2d(ph, self.pool)
-            v = F.max_pool2d(x, self.pool)
-        ph = ph.flatten(2)                                       # B, E, M
-        v = v.flatten(2).transpose(1, 2)                         # B, M, C
+        th, ph, v = self.embeddings(x)
         scale = self.lam
         if self.kind == "weighted":
             dot = torch.bmm(th, ph)                              # B, N, M
@@ -407,35 +420,112 @@ class FeatureNonlocalModule(nn.Module):
             else:
                 w0 = dot.clamp(max=30.0).exp_()
         else:
-            sq = (th * th).sum(-1, keepdim=True) + (ph * ph).sum(1, keepdim=True)
-            r2 = torch.baddbmm(sq, th, ph, alpha=-2).clamp_min(0).add_(self.eps ** 2)   # d^2 + eps^2
-            log_r2 = r2.log()
-            if self.kind == "inverse_log":
-                w0 = log_r2                                      # -log(d) / 2 pi = log(d^2) * (-1 / 4 pi)
-                scale = scale * (-1 / (4 * math.pi))
-            else:
-                s, n = self.order(), self.n
-                exponent = -(n + 2 * s) / 2 if self.kind == "fractional" else -(n - 2 * s) / 2
-                w0 = (log_r2 * exponent).exp_()                 # r2^exponent; exp reuses its result backward
-                s = torch.as_tensor(s, dtype=torch.float64 if not torch.is_tensor(s) else s.dtype)
-                const = frac_const(n, s) if self.kind == "fractional" else inv_frac_const(n, s)
-                scale = scale * const.to(r2.dtype)
+            exponent, scale = self._exponent_and_scale(th.dtype)
+            w0 = _distance_kernel(th, ph, self.eps ** 2, exponent)
         if self.normalize == "rows":
             return w0, 1.0 / w0.sum(-1, keepdim=True).clamp_min(1e-12), v
         return w0, scale / w0.shape[-1], v
 
+    def _fused_sums(self, x: torch.Tensor):
+        """``(rowsum(w0), w0 @ v, scale)`` without keeping the (B, N, M) kernel: rows are
+        processed in blocks and the backward pass recomputes them (like flash attention);
+        None where plain autograd must run (weighted kinds, ``torch.compile``, ``torch.func``)."""
+        if self.kind == "weighted" or not self.fused:
+            return None
+        th, ph, v = self.embeddings(x)
+        if torch.compiler.is_compiling() or _functorch_active(th) or _functorch_active(v):
+            return None
+        exponent, scale = self._exponent_and_scale(torch.float32 if th.dtype in _HALF else th.dtype)
+        up = lambda t: t.float() if t.dtype in _HALF else t
+        e = None if exponent is None else torch.as_tensor(exponent, dtype=up(th).dtype, device=th.device)
+        with torch.autocast(x.device.type, enabled=False):
+            rs, wv = _FusedKernelSums.apply(up(th), up(ph), up(v), e, self.eps ** 2)
+        if self.normalize == "rows":
+            return rs, wv, 1.0 / rs.clamp_min(1e-12)
+        return rs, wv, scale / ph.shape[-1]
+
     def forward(self, x):
         b, c, h, wd = x.shape
-        w0, scale, v = self.kernel_parts(x)
-        wv = torch.bmm(w0, v)                                    # B, N, C
+        fused = self._fused_sums(x)
+        if fused is None:
+            w0, scale, v = self.kernel_parts(x)
+            rs, wv = w0.sum(-1, keepdim=True), torch.bmm(w0, v)  # B, N, 1 and B, N, C
+        else:
+            rs, wv, scale = fused
         xi = x.flatten(2).transpose(1, 2)
         if self.kind == "weighted":
-            out = wv - w0.sum(-1, keepdim=True) * xi            # sum_j w_ij (x_j - x_i)
+            out = wv - rs * xi                                   # sum_j w_ij (x_j - x_i)
         elif self.kind == "fractional":
-            out = w0.sum(-1, keepdim=True) * xi - wv            # sum_j w_ij (x_i - x_j)
+            out = rs * xi - wv                                   # sum_j w_ij (x_i - x_j)
         else:
-            out = wv                                            # sum_j w_ij x_j
-        return (scale * out).transpose(1, 2).reshape(b, c, h, wd)
+            out = wv                                             # sum_j w_ij x_j
+        return (scale * out).transpose(1, 2).reshape(b, c, h, wd).to(x.dtype)
+
+
+def _distance_kernel(th, ph, eps2: float, exponent):
+    """``w0 = r2^exponent`` (``log r2`` for ``exponent=None``) with ``r2 = |th_i - ph_j|^2 + eps^2``
+    for queries (B, n, E) and keys (B, E, M), in four passes over the (B, n, M) block:
+    one ``baddbmm`` for the squared distance, a clamp, a log and, for a power, ``exp``."""
+    log_r2 = _log_r2(th, ph, eps2)
+    return log_r2 if exponent is None else (log_r2 * exponent).exp_()
+
+
+def _log_r2(th, ph, eps2: float):
+    sq_ph = (ph * ph).sum(1, keepdim=True)                      # B, 1, M
+    r2 = torch.baddbmm(sq_ph.expand(th.shape[0], th.shape[1], -1), th, ph, alpha=-2)
+    r2 = (r2 + ((th * th).sum(-1, keepdim=True) + eps2)).clamp_min(eps2)   # max(d^2, 0) + eps^2
+    return r2.log()
+
+
+_FUSED_BLOCK = 1 << 22  # elements of the (B, rows, M) kernel block the fused path holds at once
+
+
+class _FusedKernelSums(torch.autograd.Function):
+    """``(rowsum(w0), w0 @ v)`` for ``w0 = _distance_kernel(th, ph)``, by row blocks, keeping no
+    (B, N, M) tensor for the backward pass. Where rounding makes ``|th_i - ph_j|^2`` negative
+    (the clamp), the gradient is taken through the unclamped expression, whose derivative
+    ``2 (th_i - ph_j)`` vanishes there anyway."""
+
+    @staticmethod
+    def forward(ctx, th, ph, v, exponent, eps2):
+        b, n, _ = th.shape
+        rows = max(1, _FUSED_BLOCK // max(1, b * ph.shape[-1]))
+        rs = th.new_empty(b, n, 1)
+        wv = th.new_empty(b, n, v.shape[-1])
+        for a in range(0, n, rows):
+            w0 = _distance_kernel(th[:, a:a + rows], ph, eps2, exponent)
+            torch.sum(w0, -1, keepdim=True, out=rs[:, a:a + rows])
+            torch.bmm(w0, v, out=wv[:, a:a + rows])
+        ctx.save_for_backward(th, ph, v, exponent)
+        ctx.eps2, ctx.rows = eps2, rows
+        return rs, wv
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g_rs, g_wv):
+        th, ph, v, exponent = ctx.saved_tensors
+        eps2, rows = ctx.eps2, ctx.rows
+        g_th, g_ph, g_v = torch.empty_like(th), torch.zeros_like(ph), torch.zeros_like(v)
+        g_e = None if exponent is None else torch.zeros((), dtype=th.dtype, device=th.device)
+        b, n, _ = th.shape
+        vt = v.transpose(1, 2)
+        for a in range(0, n, rows):
+            tc = th[:, a:a + rows]
+            log_r2 = _log_r2(tc, ph, eps2)
+            w0 = log_r2 if exponent is None else (log_r2 * exponent).exp_()
+            # dL/dw0 = g_rs + g_wv v^T, and dL/dv += w0^T g_wv
+            g = torch.baddbmm(g_rs[:, a:a + rows].expand(-1, -1, ph.shape[-1]), g_wv[:, a:a + rows], vt)
+            g_v.baddbmm_(w0.transpose(1, 2), g_wv[:, a:a + rows])
+            if exponent is not None:                             # w0 = r2^e: dw0/dr2 = e w0 / r2
+                g.mul_(w0)
+                if ctx.needs_input_grad[3]:
+                    g_e += (g * log_r2).sum()
+                g.mul_(exponent)
+            g.div_(log_r2.exp_())                                # (w0 = log r2: dw0/dr2 = 1 / r2)
+            # r2 = |th|^2 + |ph|^2 - 2 th.ph: dL/dth_i = 2 sum_j g_ij (th_i - ph_j), likewise for ph_j
+            g_th[:, a:a + rows] = 2 * (g.sum(-1, keepdim=True) * tc - torch.bmm(g, ph.transpose(1, 2)))
+            g_ph += 2 * (g.sum(1, keepdim=True) * ph - torch.bmm(tc.transpose(1, 2), g))
+        return g_th, g_ph, g_v, g_e, None
 
 
 _KINDS = ("weighted", "fractional", "inverse", "inverse_log")

@@ -375,6 +375,54 @@ def test_feature_operator_gradients_are_exact(kind, learn, normalize, kernel):
     assert torch.autograd.gradcheck(f, (_rand(3, 4, 5).requires_grad_(True), *params))
 
 
+@pytest.mark.parametrize("kind", ["fractional", "inverse", "inverse_log"])
+def test_fused_row_blocks_agree_with_the_plain_kernel(kind, monkeypatch):
+    """The fused path (row blocks, kernel recomputed backward) against the kernel matrix with
+    plain autograd, with blocks of 3 rows so that several blocks and a ragged last one run."""
+    from operad.operators import nonlocal_ops
+    monkeypatch.setattr(nonlocal_ops, "_FUSED_BLOCK", 3 * 2 * 6)
+    term = FeatureNonlocal(kind, 1.0 if kind == "inverse_log" else 0.4, kind != "inverse_log", pool=2, normalize="n",
+                           eps=0.3)
+    m = _bind(term, 3)
+    x = torch.randn(2, 3, 5, 5, dtype=D, requires_grad=True)
+    assert m._fused_sums(x) is not None
+    out = m(x)
+    w0, scale, v = m.kernel_parts(x)
+    xi = x.flatten(2).transpose(1, 2)
+    rs, wv = w0.sum(-1, keepdim=True), torch.bmm(w0, v)
+    plain = scale * (rs * xi - wv if kind == "fractional" else wv)
+    plain = plain.transpose(1, 2).reshape(out.shape)
+    torch.testing.assert_close(out, plain)
+    probe = torch.randn_like(out)
+    fused_grads = torch.autograd.grad((out * probe).sum(), [x, *m.parameters()])
+    plain_grads = torch.autograd.grad((plain * probe).sum(), [x, *m.parameters()])
+    for a, b in zip(fused_grads, plain_grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_path_keeps_no_kernel_matrix_for_backward():
+    m = ops.fractional_laplacian(0.5, space="feature").bind(Field(8))
+    x = torch.randn(2, 8, 16, 16, requires_grad=True)
+    n = 16 * 16
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        m(x).sum().backward()
+    assert max(saved) < 2 * n * n  # the (B, N, M) kernel would be 2 * 256 * 256 elements
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_fused_feature_kernel_runs_in_float32_under_bf16_autocast():
+    m = ops.fractional_laplacian(0.5, space="feature", pool=2, learn_order=True).bind(Field(4))
+    x = torch.randn(2, 4, 8, 8)
+    ref = m(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = m(x.bfloat16())
+        y.float().sum().backward()
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, atol=0.05 * ref.abs().max().item(), rtol=0.05)
+    assert torch.isfinite(m.order_logit.grad)
+
+
 def test_feature_cost_grows_with_keys_and_counts_exactly():
     for pool in (1, 2, 4):
         m = ops.fractional_laplacian(0.5, space="feature", pool=pool).bind(Field(8))
