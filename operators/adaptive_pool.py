@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .field import Field
+from .pooling import AvgOrMaxPool
 from .term import Term, op, register_family
 
 __all__ = ["AdaptivePool", "adaptive_pool", "adaptive_windows"]
@@ -50,7 +51,7 @@ def _examples(draw):
 
 @register_family("adaptive_pool", examples=_examples)
 @dataclass(frozen=True, repr=False)
-class AdaptivePool(Term):
+class AdaptivePool(AvgOrMaxPool, Term):
     """Average or max pooling of any input size to ``size = (H', W')``.
 
     The Lipschitz bound at a known input size is exact for the average (the product of the
@@ -63,23 +64,14 @@ class AdaptivePool(Term):
     _positional = ("size",)
 
     def __post_init__(self):
-        if self.kind not in ("avg", "max"):
-            raise ValueError(f"adaptive_pool kind must be 'avg' or 'max'; got {self.kind!r}")
+        self._check_kind("adaptive_pool")
         ok = (isinstance(self.size, tuple) and len(self.size) == 2
               and all(isinstance(v, int) and v >= 1 for v in self.size))
         if not ok:
             raise ValueError(f"adaptive_pool size must be two positive ints (H, W); got {self.size!r}")
 
-    @property
-    def linear(self):
-        return self.kind == "avg"
-
     def out_type(self, t):
-        if t.rank != 2:
-            self.reject("a rank-2 field", t)
-        if self.kind == "max":
-            return self.require_real(t)
-        return t
+        return self._pooled(t)
 
     def out_size(self, t, size):
         return self.size

@@ -12,7 +12,7 @@ from ._util import ceil_div, floordiv
 from .field import Field
 from .term import ALL_TRANSFORMS, POINTWISE, Cost, Term, op, register_family
 
-__all__ = ["Pool", "GlobalPool", "max_pool", "avg_pool", "global_pool"]
+__all__ = ["Pool", "GlobalPool", "AvgOrMaxPool", "max_pool", "avg_pool", "global_pool"]
 
 
 def _examples(draw):
@@ -135,9 +135,29 @@ def _gexamples(draw):
             (draw(st.integers(2, 10)), draw(st.integers(2, 10))))
 
 
+class AvgOrMaxPool:
+    """What average-or-max pools over a whole rank-2 field share (``kind`` is the field)."""
+
+    def _check_kind(self, name: str) -> None:
+        if self.kind not in ("avg", "max"):
+            raise ValueError(f"{name} kind must be 'avg' or 'max'; got {self.kind!r}")
+
+    @property
+    def linear(self):
+        return self.kind == "avg"
+
+    def _pooled(self, t: Field) -> Field:
+        """``t`` checked: a rank-2 field, and real for max pooling."""
+        if t.rank != 2:
+            self.reject("a rank-2 field", t)
+        if self.kind == "max" and t.is_complex:
+            self.reject("a real field for max pooling", t)
+        return t
+
+
 @register_family("global_pool", examples=_gexamples)
 @dataclass(frozen=True, repr=False)
-class GlobalPool(Term):
+class GlobalPool(AvgOrMaxPool, Term):
     """Global average (or max) pooling: a rank-2 field becomes rank 0.
 
     The average over N pixels is ``1/sqrt(N)``-Lipschitz in l2; the max is 1-Lipschitz.
@@ -147,19 +167,10 @@ class GlobalPool(Term):
     _positional = ()
 
     def __post_init__(self):
-        if self.kind not in ("avg", "max"):
-            raise ValueError(f"global_pool kind must be 'avg' or 'max'; got {self.kind!r}")
-
-    @property
-    def linear(self):
-        return self.kind == "avg"
+        self._check_kind("global_pool")
 
     def out_type(self, t):
-        if t.rank != 2:
-            self.reject("a rank-2 field", t)
-        if self.kind == "max" and t.is_complex:
-            self.reject("a real field for max pooling", t)
-        return t.with_(rank=0)
+        return self._pooled(t).with_(rank=0)
 
     def out_size(self, t, size):
         return None
