@@ -1,7 +1,8 @@
 """Benchmark: the grid fractional Laplacian (FFT) against a dense N x N quadrature (kernel
 matrix precomputed, one matmul) and a 3x3 depthwise convolution, forward and
-forward+backward, at 32^2, 64^2, 128^2 and 360x480; then the feature-space operator's time
-and kernel-matrix memory against its pooling factor.
+forward+backward, at 32^2, 64^2, 128^2 and 360x480; an N log N check at a fixed pixel
+budget; then the feature-space operator's fused path against plain autograd (time and
+memory saved for backward) against its pooling factor.
 
     python -m operad.experiments.bench_pide [--quick] [--min] [--plot bench_pide.png]
 

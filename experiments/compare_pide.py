@@ -7,8 +7,9 @@ baseline at the same parameter budget, on a CIFAR-10 subset.
 Both networks are ``operad.models.pide.pide_classifier`` with the same widths and blocks;
 only the block after each unit differs (``nonlocal_block`` vs ``local_block``). Same data
 order, augmentation (random crop with 4-pixel padding and horizontal flips), SGD with
-momentum and a cosine schedule. Prints test accuracy on ``--test-per-class`` images per class, per seed and averaged (the
-local baseline is trained once per seed and shared by every nonlocal operator compared).
+momentum and a cosine schedule. Prints test accuracy on ``--test-per-class`` images per
+class, per seed and averaged (the local baseline is trained once per seed and shared by
+every nonlocal operator compared).
 """
 from __future__ import annotations
 

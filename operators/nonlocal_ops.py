@@ -113,9 +113,8 @@ def spectral_multiply(x: torch.Tensor, mult: torch.Tensor, shape: Tuple[int, int
 
 
 def _spectral_multiply_autograd(x, mult, shape):
-    h, w = x.shape[-2:]
     y = torch.fft.irfft2(torch.fft.rfft2(x, s=shape) * mult, s=shape)
-    return y if (h, w) == tuple(shape) else y[..., :h, :w]
+    return _crop(y, *x.shape[-2:])
 
 
 def _crop(y: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -146,34 +145,30 @@ class _SpectralMultiply(torch.autograd.Function):
         gspec = torch.fft.rfft2(g, s=shape)
         gmult = None
         if ctx.needs_input_grad[1]:
-            spec = ctx.saved_tensors[2]
-            prod = spec.real * gspec.real + spec.imag * gspec.imag
-            gmult = _half_spectrum_weights(prod, shape).sum_to_size(mult.shape)
+            gmult = _multiplier_grad(ctx.saved_tensors[2], gspec, shape, mult.shape)
         gx = None
         if ctx.needs_input_grad[0]:
             gx = _crop(torch.fft.irfft2(gspec.mul_(mult), s=shape), h, w)
         return gx, gmult, None
 
 
-def _half_spectrum_weights(prod: torch.Tensor, shape) -> torch.Tensor:
+def _multiplier_grad(spec: torch.Tensor, gspec: torch.Tensor, shape, mult_shape) -> torch.Tensor:
     """``d<g, y>/d mult`` from ``Re(X conj G)`` on the half spectrum: Parseval counts the
     columns ``0 < k2 < w/2`` twice (their mirror images are not stored), and divides by N."""
     ph, pw = shape
+    prod = spec.real * gspec.real + spec.imag * gspec.imag
     scale = torch.full((prod.shape[-1],), 2.0 / (ph * pw), dtype=prod.dtype, device=prod.device)
     scale[0] = 1.0 / (ph * pw)
     if pw % 2 == 0:
         scale[-1] = 1.0 / (ph * pw)
-    return prod * scale
+    return (prod * scale).sum_to_size(mult_shape)
 
 
 def _double_backward(x, mult, g, shape, needs):
-    h, w = x.shape[-2:]
     gx = _spectral_multiply_autograd(g, mult, shape) if needs[0] else None
     gmult = None
     if needs[1]:
-        spec, gspec = torch.fft.rfft2(x, s=shape), torch.fft.rfft2(g, s=shape)
-        prod = spec.real * gspec.real + spec.imag * gspec.imag
-        gmult = _half_spectrum_weights(prod, shape).sum_to_size(mult.shape)
+        gmult = _multiplier_grad(torch.fft.rfft2(x, s=shape), torch.fft.rfft2(g, s=shape), shape, mult.shape)
     return gx, gmult, None
 
 
@@ -409,47 +404,53 @@ class FeatureNonlocalModule(nn.Module):
         normalisation (a scalar, or (B, N, 1) for row sums) and the pooled values (B, M, C).
         Keeping the scale apart spares the (B, N, M) tensor two element-wise passes, forward
         and backward; the forward pass applies it to the (B, N, C) results instead."""
-        th, ph, v = self.embeddings(x)
-        scale = self.lam
+        w0, scale, v, _ = self._plain_kernel(*self.embeddings(x))
+        return w0, scale, v
+
+    def _normalisation(self, rowsum: torch.Tensor, const, keys: int):
+        return 1.0 / rowsum.clamp_min(1e-12) if self.normalize == "rows" else const / keys
+
+    def _plain_kernel(self, th, ph, v):
+        """``kernel_parts`` from the embeddings, with the row sums of ``w0`` (B, N, 1)."""
         if self.kind == "weighted":
             dot = torch.bmm(th, ph)                              # B, N, M
             if self.kernel == "dot":
                 w0 = dot
             elif self.normalize == "rows":
-                return torch.softmax(dot, dim=-1), scale, v
+                w0 = torch.softmax(dot, dim=-1)
+                return w0, self.lam, v, w0.sum(-1, keepdim=True)
             else:
                 w0 = dot.clamp(max=30.0).exp_()
+            const = self.lam
         else:
-            exponent, scale = self._exponent_and_scale(th.dtype)
-            w0 = _distance_kernel(th, ph, self.eps ** 2, exponent)
-        if self.normalize == "rows":
-            return w0, 1.0 / w0.sum(-1, keepdim=True).clamp_min(1e-12), v
-        return w0, scale / w0.shape[-1], v
+            exponent, const = self._exponent_and_scale(th.dtype)
+            w0 = _distance_kernel(th, ph, _sq_norms(ph), self.eps ** 2, exponent)
+        rowsum = w0.sum(-1, keepdim=True)
+        return w0, self._normalisation(rowsum, const, w0.shape[-1]), v, rowsum
 
-    def _fused_sums(self, x: torch.Tensor):
+    def _fused_sums(self, th, ph, v, device_type: str):
         """``(rowsum(w0), w0 @ v, scale)`` without keeping the (B, N, M) kernel: rows are
         processed in blocks and the backward pass recomputes them (like flash attention);
         None where plain autograd must run (weighted kinds, ``torch.compile``, ``torch.func``)."""
         if self.kind == "weighted" or not self.fused:
             return None
-        th, ph, v = self.embeddings(x)
         if torch.compiler.is_compiling() or _functorch_active(th) or _functorch_active(v):
             return None
-        exponent, scale = self._exponent_and_scale(torch.float32 if th.dtype in _HALF else th.dtype)
         up = lambda t: t.float() if t.dtype in _HALF else t
-        e = None if exponent is None else torch.as_tensor(exponent, dtype=up(th).dtype, device=th.device)
-        with torch.autocast(x.device.type, enabled=False):
-            rs, wv = _FusedKernelSums.apply(up(th), up(ph), up(v), e, self.eps ** 2)
-        if self.normalize == "rows":
-            return rs, wv, 1.0 / rs.clamp_min(1e-12)
-        return rs, wv, scale / ph.shape[-1]
+        th, ph, v = up(th), up(ph), up(v)
+        exponent, const = self._exponent_and_scale(th.dtype)
+        e = None if exponent is None else torch.as_tensor(exponent, dtype=th.dtype, device=th.device)
+        with torch.autocast(device_type, enabled=False):
+            rowsum, wv = _FusedKernelSums.apply(th, ph, v, e, self.eps ** 2)
+        return rowsum, wv, self._normalisation(rowsum, const, ph.shape[-1])
 
     def forward(self, x):
         b, c, h, wd = x.shape
-        fused = self._fused_sums(x)
+        th, ph, v = self.embeddings(x)
+        fused = self._fused_sums(th, ph, v, x.device.type)
         if fused is None:
-            w0, scale, v = self.kernel_parts(x)
-            rs, wv = w0.sum(-1, keepdim=True), torch.bmm(w0, v)  # B, N, 1 and B, N, C
+            w0, scale, v, rs = self._plain_kernel(th, ph, v)
+            wv = torch.bmm(w0, v)                                # B, N, C
         else:
             rs, wv, scale = fused
         xi = x.flatten(2).transpose(1, 2)
@@ -462,16 +463,20 @@ class FeatureNonlocalModule(nn.Module):
         return (scale * out).transpose(1, 2).reshape(b, c, h, wd).to(x.dtype)
 
 
-def _distance_kernel(th, ph, eps2: float, exponent):
+def _sq_norms(ph):
+    return (ph * ph).sum(1, keepdim=True)                       # B, 1, M: |phi_j|^2
+
+
+def _distance_kernel(th, ph, sq_ph, eps2: float, exponent):
     """``w0 = r2^exponent`` (``log r2`` for ``exponent=None``) with ``r2 = |th_i - ph_j|^2 + eps^2``
-    for queries (B, n, E) and keys (B, E, M), in four passes over the (B, n, M) block:
-    one ``baddbmm`` for the squared distance, a clamp, a log and, for a power, ``exp``."""
-    log_r2 = _log_r2(th, ph, eps2)
+    for queries (B, n, E) and keys (B, E, M) with ``sq_ph = _sq_norms(ph)``, in four passes over
+    the (B, n, M) block: one ``baddbmm`` for the squared distance, a clamp, a log and, for a
+    power, ``exp``."""
+    log_r2 = _log_r2(th, ph, sq_ph, eps2)
     return log_r2 if exponent is None else (log_r2 * exponent).exp_()
 
 
-def _log_r2(th, ph, eps2: float):
-    sq_ph = (ph * ph).sum(1, keepdim=True)                      # B, 1, M
+def _log_r2(th, ph, sq_ph, eps2: float):
     r2 = torch.baddbmm(sq_ph.expand(th.shape[0], th.shape[1], -1), th, ph, alpha=-2)
     r2 = (r2 + ((th * th).sum(-1, keepdim=True) + eps2)).clamp_min(eps2)   # max(d^2, 0) + eps^2
     return r2.log()
@@ -492,8 +497,9 @@ class _FusedKernelSums(torch.autograd.Function):
         rows = max(1, _FUSED_BLOCK // max(1, b * ph.shape[-1]))
         rs = th.new_empty(b, n, 1)
         wv = th.new_empty(b, n, v.shape[-1])
+        sq_ph = _sq_norms(ph)
         for a in range(0, n, rows):
-            w0 = _distance_kernel(th[:, a:a + rows], ph, eps2, exponent)
+            w0 = _distance_kernel(th[:, a:a + rows], ph, sq_ph, eps2, exponent)
             torch.sum(w0, -1, keepdim=True, out=rs[:, a:a + rows])
             torch.bmm(w0, v, out=wv[:, a:a + rows])
         ctx.save_for_backward(th, ph, v, exponent)
@@ -508,10 +514,10 @@ class _FusedKernelSums(torch.autograd.Function):
         g_th, g_ph, g_v = torch.empty_like(th), torch.zeros_like(ph), torch.zeros_like(v)
         g_e = None if exponent is None else torch.zeros((), dtype=th.dtype, device=th.device)
         b, n, _ = th.shape
-        vt = v.transpose(1, 2)
+        vt, sq_ph = v.transpose(1, 2), _sq_norms(ph)
         for a in range(0, n, rows):
             tc = th[:, a:a + rows]
-            log_r2 = _log_r2(tc, ph, eps2)
+            log_r2 = _log_r2(tc, ph, sq_ph, eps2)
             w0 = log_r2 if exponent is None else (log_r2 * exponent).exp_()
             # dL/dw0 = g_rs + g_wv v^T, and dL/dv += w0^T g_wv
             g = torch.baddbmm(g_rs[:, a:a + rows].expand(-1, -1, ph.shape[-1]), g_wv[:, a:a + rows], vt)

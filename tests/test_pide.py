@@ -385,7 +385,7 @@ def test_fused_row_blocks_agree_with_the_plain_kernel(kind, monkeypatch):
                            eps=0.3)
     m = _bind(term, 3)
     x = torch.randn(2, 3, 5, 5, dtype=D, requires_grad=True)
-    assert m._fused_sums(x) is not None
+    assert m._fused_sums(*m.embeddings(x), "cpu") is not None
     out = m(x)
     w0, scale, v = m.kernel_parts(x)
     xi = x.flatten(2).transpose(1, 2)
