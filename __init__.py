@@ -20,8 +20,8 @@ if __name__ != "operad":
     globals().update({k: getattr(_operad, k) for k in _operad.__all__})
     __all__ = list(_operad.__all__)
 else:
-    from .operators import Field, Term, TypeMismatch, ops, rewrite, as_complex, from_complex
-    from .operators.term import Cost
+    from .operators import Cost, Field, Term, TypeMismatch, ops, as_complex, from_complex
+    from .operators import rewrites as rewrite
     from .theory import H, W, cost, count, summary, verify
     from . import models
     from .models import create_model, list_models

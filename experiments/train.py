@@ -639,7 +639,7 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
                        f"{cfg.name}: confusion matrix (val)")
         plot_run(run_dir)
         if cfg.measure_speed:
-            from operad.experiments.bench import inference_speed
+            from operad.experiments.bench.timing import inference_speed
 
             result["infer_img_per_s"] = inference_speed(final_model, tuple(val_data.images.shape[1:3]),
                                                         cfg.eval_batch_size, device, amp_dtype, channels_last)
@@ -673,7 +673,7 @@ def _deploy(model: nn.Module, cfg: Config, val_data, device, amp_dtype, channels
     import copy
 
     from operad import rewrite
-    from operad.experiments.bench import inference_speed
+    from operad.experiments.bench.timing import inference_speed
 
     src = copy.deepcopy(model).float().eval()
     if cfg.deploy == "fuse":

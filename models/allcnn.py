@@ -15,7 +15,7 @@ nets is :func:`operad.theory.guided.guided_backprop`.
 from __future__ import annotations
 
 from .. import ops
-from ..operators.term import Term
+from ..operators.algebra.term import Term
 from .registry import register_model
 from .resnet import chain
 

@@ -20,8 +20,8 @@ import math
 from typing import Optional, Sequence
 
 from .. import ops
-from ..operators.field import Field
-from ..operators.term import Term
+from ..operators.algebra.field import Field
+from ..operators.algebra.term import Term
 from .registry import register_model
 from .resnet import chain
 

@@ -32,9 +32,9 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..operators.combinators import Named, Seq
-from ..operators.field import Field
-from ..operators.term import Term
+from ..operators.algebra.combinators import Named, Seq
+from ..operators.algebra.field import Field
+from ..operators.algebra.term import Term
 from .registry import MODELS, create_model, model_info, model_term
 
 __all__ = ["trunk", "feature_info", "forward_features", "FeaturePyramid", "create_features"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import ops
 from ..operators.gate import make_divisible
-from ..operators.term import Term
+from ..operators.algebra.term import Term
 from .resnet import basic_block, chain, cifar_resnet
 from .registry import register_model
 

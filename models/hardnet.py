@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from .. import ops
-from ..operators.field import Field
-from ..operators.term import Term
+from ..operators.algebra.field import Field
+from ..operators.algebra.term import Term
 from .densenet import dense_layer
 from .registry import register_model
 from .resnet import chain

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .. import ops
-from ..operators.term import Term
+from ..operators.algebra.term import Term
 from .registry import register_model
 
 __all__ = ["harmonic_layer", "harmonic_block", "hnet_digits", "hnet", "harmonic_resnet_digits"]

@@ -8,7 +8,7 @@ is linear in its width.
 from __future__ import annotations
 
 from .. import ops
-from ..operators.term import Term
+from ..operators.algebra.term import Term
 from .resnet import basic_block, cifar_resnet
 from .mobilenet import mobilenetv2
 from .registry import register_model

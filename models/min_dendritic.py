@@ -1,5 +1,5 @@
 """Min-Nets and dendritic (DAC) networks, each the rewrite of its standard
-counterpart of the same depth (:mod:`operad.operators.unit_rewrite`).
+counterpart of the same depth (:mod:`operad.operators.rewrites`).
 
 =========================  =====================================================  ====================
 name                       what                                                   counterpart
@@ -26,11 +26,11 @@ from __future__ import annotations
 from typing import Optional
 
 from .. import ops
-from ..operators.combinators import Dense
+from ..operators.algebra.combinators import Dense
 from ..operators.min_unit import MinUnit
-from ..operators.term import Term
-from ..operators.unit_rewrite import to_dendritic, to_min
-from ..operators.rewrite import substitute
+from ..operators.algebra.term import Term
+from ..operators.rewrites import to_dendritic, to_min
+from ..operators.rewrites import substitute
 from .registry import model_term, register_model
 
 __all__ = ["min_densenet_bc100", "min_resnet20", "min_resnet56", "dendritic_resnet20",

@@ -15,7 +15,7 @@ from typing import Callable, Optional
 
 from .. import ops
 from ..operators.gate import make_divisible
-from ..operators.term import Term
+from ..operators.algebra.term import Term
 from .registry import register_model
 
 __all__ = ["mobilenetv2", "MBV2_CFG"]

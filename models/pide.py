@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from .. import ops
-from ..operators.combinators import Named, Seq
-from ..operators.term import Term
+from ..operators.algebra.combinators import Named, Seq
+from ..operators.algebra.term import Term
 from .registry import register_model
 
 __all__ = ["make_nonlocal", "local_block", "pide_classifier", "NONLOCAL_KINDS"]

@@ -25,9 +25,9 @@ from typing import Callable, Dict, List, Optional
 from torch import nn
 
 from ..operators.activation import ACTIVATIONS
-from ..operators.field import Field
-from ..operators.rewrite import substitute
-from ..operators.term import Term
+from ..operators.algebra.field import Field
+from ..operators.rewrites import substitute
+from ..operators.algebra.term import Term
 
 __all__ = ["register_model", "create_model", "model_term", "list_models", "model_info", "MODELS"]
 

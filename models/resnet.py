@@ -27,8 +27,8 @@ from functools import partial
 from typing import Callable, Optional, Sequence
 
 from .. import ops
-from ..operators.field import Field
-from ..operators.term import Term
+from ..operators.algebra.field import Field
+from ..operators.algebra.term import Term
 from .registry import register_model
 
 __all__ = ["conv_bn", "basic_block", "bottleneck", "preact_block", "cifar_resnet", "resnet",

@@ -17,9 +17,9 @@ import inspect
 from typing import List, Sequence, Tuple
 
 from .. import ops
-from ..operators.combinators import Seq
-from ..operators.field import Field
-from ..operators.term import Term
+from ..operators.algebra.combinators import Seq
+from ..operators.algebra.field import Field
+from ..operators.algebra.term import Term
 from .features import feature_info, trunk
 from .registry import MODELS, model_term, register_model
 

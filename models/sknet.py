@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .. import ops
-from ..operators.term import Term
+from ..operators.algebra.term import Term
 from .registry import register_model
 
 __all__ = ["sk_bottleneck", "sknet"]

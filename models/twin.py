@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Callable, Optional
 
 from .. import ops
-from ..operators.term import Term
+from ..operators.algebra.term import Term
 from .registry import register_model
 from .resnet import conv_bn, resnet
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .term import ALL_TRANSFORMS, POINTWISE, Term, op, register_family
+from .algebra.term import ALL_TRANSFORMS, POINTWISE, Term, op, register_family
 
 __all__ = ["Activation", "ACTIVATIONS"]
 
@@ -30,7 +30,7 @@ ACTIVATIONS = {
 
 def _examples(draw):
     from hypothesis import strategies as st
-    from .field import Field
+    from .algebra.field import Field
     name = draw(st.sampled_from(sorted(ACTIVATIONS)))
     c = draw(st.integers(1, 6))
     rank = draw(st.sampled_from([2, 2, 0]))

@@ -14,9 +14,9 @@ from typing import Tuple, Union
 import torch
 from torch import nn
 
-from .field import Field
+from .algebra.field import Field
 from .pooling import AvgOrMaxPool
-from .term import Term, op, register_family
+from .algebra.term import Term, op, register_family
 
 __all__ = ["AdaptivePool", "adaptive_pool", "adaptive_windows"]
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import floordiv, spectral_norm, windows_per_pixel
-from .field import Channels, Field
-from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
+from .algebra.util import floordiv, spectral_norm, windows_per_pixel
+from .algebra.field import Channels, Field
+from .algebra.term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
 __all__ = ["ComplexConv", "Modulus", "ComplexBatchNorm", "complex_conv", "modulus", "complex_bn"]
 

@@ -8,9 +8,9 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ._util import check_conv_args, floordiv, pair, spectral_norm, windows_per_pixel
-from .field import Channels, Field
-from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
+from .algebra.util import check_conv_args, floordiv, pair, spectral_norm, windows_per_pixel
+from .algebra.field import Channels, Field
+from .algebra.term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
 __all__ = ["Conv", "conv", "depthwise", "pointwise", "conv_out_size"]
 

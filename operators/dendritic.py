@@ -11,7 +11,7 @@ dendritic unit applies it on every connection, each with its own bias::
 one bias per (out, in) pair, and per (out, in, tap) in the convolutional form.
 With every ``b = 0`` the unit is exactly ``linear(relu(x))`` / ``conv(relu(x))``
 (biases start at zero, so a dendritic network starts as its standard
-counterpart; see :func:`operad.operators.unit_rewrite.to_dendritic`). The
+counterpart; see :func:`operad.rewrite.to_dendritic`). The
 convolution sees the zero-padded input: a padded tap contributes
 ``w * ReLU(b)``.
 
@@ -28,7 +28,7 @@ Implementation (``impl``):
 * ``"naive"``: the whole ``(B, C_out, J, L)`` tensor at once under plain
   autograd, which also keeps it for the backward pass. Same numbers; kept as
   the reference and for the memory benchmark
-  (``python -m operad.experiments.bench_dendritic``).
+  (``python -m operad.experiments.bench.dendritic``).
 
 Measured (``bench_dendritic``, 2 CPU threads, B16 C16->16 16x16, k=3): autograd
 keeps 72 MiB for the naive form and 2.3 MiB for the fused one (31x less), at
@@ -75,10 +75,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import check_conv_args, pair, spectral_norm, windows_per_pixel
+from .algebra.util import check_conv_args, pair, spectral_norm, windows_per_pixel
 from .conv import conv_out_size
-from .field import Channels, Field
-from .term import ALL_TRANSFORMS, POINTWISE, Cost, Term, op, register_family
+from .algebra.field import Channels, Field
+from .algebra.term import ALL_TRANSFORMS, POINTWISE, Cost, Term, op, register_family
 
 __all__ = ["DendriticLinear", "DendriticConv", "dendritic_linear", "dendritic_conv", "dendritic_product",
            "CHUNK_ELEMENTS"]

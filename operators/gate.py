@@ -14,13 +14,13 @@ from typing import Optional
 
 from torch import nn
 
-from ._macro import Macro
+from .algebra.macro import Macro
 from .activation import Activation
-from .combinators import _probe
-from .field import Field, TypeMismatch
+from .algebra.combinators import _probe
+from .algebra.field import Field, TypeMismatch
 from .linear import Identity, Linear
 from .pooling import GlobalPool
-from .term import ALL_TRANSFORMS, Cost, Term, _join, attach, op, register_family
+from .algebra.term import ALL_TRANSFORMS, Cost, Term, _join, attach, op, register_family
 
 __all__ = ["Gate", "SqueezeExcite", "gate", "squeeze_excite", "make_divisible"]
 

@@ -28,16 +28,16 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
-from ._macro import Macro
+from .algebra.macro import Macro
 from .activation import Activation
-from .combinators import Concat, Residual, _probe, lipschitz_of
+from .algebra.combinators import Concat, Residual, _probe, lipschitz_of
 from .conv import Conv
-from .field import Channels, Field, TypeMismatch
+from .algebra.field import Channels, Field, TypeMismatch
 from .linear import Identity, Linear
 from .narrow import Narrow
 from .norm import BatchNorm
 from .pooling import GlobalPool
-from .term import Cost, Term, _join, attach, op, register_family
+from .algebra.term import Cost, Term, _join, attach, op, register_family
 
 __all__ = ["GhostModule", "GhostBottleneck", "GGhostStage", "ghost", "ghost_bottleneck", "g_ghost_stage"]
 

@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import spectral_norm
-from .field import Channels, Field, TypeMismatch
-from .term import Cost, Term, op, register_family
+from .algebra.util import spectral_norm
+from .algebra.field import Channels, Field, TypeMismatch
+from .algebra.term import Cost, Term, op, register_family
 
 __all__ = ["HarmonicConv", "HarmonicConvModule", "harmonic_conv", "harmonic_basis", "default_rings",
            "input_orders"]

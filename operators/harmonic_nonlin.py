@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import ceil_div, floordiv
-from .field import Field
-from .term import POINTWISE, Cost, Term, op, register_family
+from .algebra.util import ceil_div, floordiv
+from .algebra.field import Field
+from .algebra.term import POINTWISE, Cost, Term, op, register_family
 
 __all__ = ["HarmonicReLU", "HarmonicPool", "harmonic_relu", "harmonic_pool"]
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .combinators import lipschitz_of
-from .field import Field, TypeMismatch
-from .term import POINTWISE, Term, _join, attach, op, register_family
+from .algebra.combinators import lipschitz_of
+from .algebra.field import Field, TypeMismatch
+from .algebra.term import POINTWISE, Term, _join, attach, op, register_family
 
 __all__ = ["ImagePool", "image_pool"]
 

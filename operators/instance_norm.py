@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .field import Field
-from .term import POINTWISE, Cost, Term, op, register_family
+from .algebra.field import Field
+from .algebra.term import POINTWISE, Cost, Term, op, register_family
 
 __all__ = ["InstanceNorm", "instance_norm"]
 

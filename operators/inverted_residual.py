@@ -19,14 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from ._macro import Macro
+from .algebra.macro import Macro
 from .activation import Activation
-from .combinators import Residual
+from .algebra.combinators import Residual
 from .conv import Conv
-from .field import Channels, Field
+from .algebra.field import Channels, Field
 from .gate import make_divisible
 from .norm import BatchNorm
-from .term import Term, op, register_family
+from .algebra.term import Term, op, register_family
 
 __all__ = ["InvertedResidual", "inverted_residual", "make_divisible"]
 

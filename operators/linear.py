@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._util import spectral_norm
-from .field import Channels, Field
-from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
+from .algebra.util import spectral_norm
+from .algebra.field import Channels, Field
+from .algebra.term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
 __all__ = ["Linear", "Identity", "Dropout", "linear", "identity", "dropout"]
 

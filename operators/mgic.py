@@ -30,14 +30,14 @@ from typing import Optional
 import sympy
 from torch import nn
 
-from ._macro import Macro
+from .algebra.macro import Macro
 from .activation import Activation
-from .combinators import Residual, _probe, lipschitz_of
+from .algebra.combinators import Residual, _probe, lipschitz_of
 from .conv import Conv
-from .field import Field, TypeMismatch
+from .algebra.field import Field, TypeMismatch
 from .inverted_residual import InvertedResidual
 from .norm import BatchNorm
-from .term import Cost, Term, _join, attach, op, register_family
+from .algebra.term import Cost, Term, _join, attach, op, register_family
 
 __all__ = ["TwoGrid", "MGIC", "two_grid", "mgic", "mgic_levels"]
 

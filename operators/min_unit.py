@@ -39,15 +39,15 @@ from typing import Optional
 import torch.nn.functional as F
 from torch import nn
 
-from ._macro import Macro
-from ._util import ceil_div
+from .algebra.macro import Macro
+from .algebra.util import ceil_div
 from .activation import Activation
-from .combinators import Minimum, Residual
+from .algebra.combinators import Minimum, Residual
 from .conv import Conv
-from .field import Channels, Field
+from .algebra.field import Channels, Field
 from .instance_norm import InstanceNorm
 from .norm import BatchNorm
-from .term import ALL_TRANSFORMS, POINTWISE, Term, op, register_family
+from .algebra.term import ALL_TRANSFORMS, POINTWISE, Term, op, register_family
 
 __all__ = ["MinFilters", "MinUnit", "MinBlock", "MinShortcut", "min_filters", "min_unit", "min_block",
            "min_shortcut"]

@@ -6,8 +6,8 @@ from typing import Optional
 
 from torch import nn
 
-from .field import Channels, Field
-from .term import ALL_TRANSFORMS, Term, op, register_family
+from .algebra.field import Channels, Field
+from .algebra.term import ALL_TRANSFORMS, Term, op, register_family
 
 __all__ = ["Narrow", "narrow"]
 

@@ -46,8 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .field import Field
-from .term import Cost, Term, op, register_family
+from .algebra.field import Field
+from .algebra.term import Cost, Term, op, register_family
 
 __all__ = ["GridLaplacian", "FeatureNonlocal", "fractional_laplacian", "inverse_fractional_laplacian",
            "weighted_laplacian", "grid_symbol", "grid_multiplier", "spectral_multiply", "frac_const", "inv_frac_const"]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .field import Field
-from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
+from .algebra.field import Field
+from .algebra.term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
 __all__ = ["BatchNorm", "bn"]
 

@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import spectral_norm
-from .combinators import _PROBES, lipschitz_of
-from .field import Field, TypeMismatch
-from .term import Cost, Term, _join, attach, op, register_family
+from .algebra.util import spectral_norm
+from .algebra.combinators import _PROBES, lipschitz_of
+from .algebra.field import Field, TypeMismatch
+from .algebra.term import Cost, Term, _join, attach, op, register_family
 
 __all__ = ["PdeStep", "Parabolic", "pde_step", "nonlocal_block", "parabolic"]
 

@@ -8,9 +8,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ._util import ceil_div, floordiv
-from .field import Field
-from .term import ALL_TRANSFORMS, POINTWISE, Cost, Term, op, register_family
+from .algebra.util import ceil_div, floordiv
+from .algebra.field import Field
+from .algebra.term import ALL_TRANSFORMS, POINTWISE, Cost, Term, op, register_family
 
 __all__ = ["Pool", "GlobalPool", "AvgOrMaxPool", "max_pool", "avg_pool", "global_pool"]
 

@@ -17,8 +17,8 @@ import sympy
 from einops.parsing import ParsedExpression
 from torch import nn
 
-from .field import Field, TypeMismatch
-from .term import ALL_TRANSFORMS, Term, op, register_family
+from .algebra.field import Field, TypeMismatch
+from .algebra.term import ALL_TRANSFORMS, Term, op, register_family
 
 __all__ = ["Rearrange", "rearrange"]
 

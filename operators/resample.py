@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .field import Field
-from .term import POINTWISE, Term, op, register_family
+from .algebra.field import Field
+from .algebra.term import POINTWISE, Term, op, register_family
 
 __all__ = ["Upsample", "upsample"]
 

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import spectral_norm
-from .combinators import lipschitz_of
-from .field import TypeMismatch
-from .term import Term, _join, attach, op, register_family
+from .algebra.util import spectral_norm
+from .algebra.combinators import lipschitz_of
+from .algebra.field import TypeMismatch
+from .algebra.term import Term, _join, attach, op, register_family
 
 __all__ = ["ResizeToInput", "resize_to_input", "interp_norm"]
 
@@ -62,7 +62,7 @@ def _examples(draw):
 
 
 def _F(c):
-    from .field import Field
+    from .algebra.field import Field
     return Field(c)
 
 

@@ -26,13 +26,13 @@ import torch
 from torch import nn
 
 from .activation import Activation
-from .combinators import _BranchTerm, _branches
+from .algebra.combinators import _BranchTerm, _branches
 from .conv import Conv
-from .field import Field, TypeMismatch
+from .algebra.field import Field, TypeMismatch
 from .linear import Linear
 from .norm import BatchNorm
 from .pooling import GlobalPool
-from .term import Term, _join, attach, op, register_family
+from .algebra.term import Term, _join, attach, op, register_family
 
 __all__ = ["Select", "select", "sk"]
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from ._util import floordiv
-from .field import Field
-from .term import ALL_TRANSFORMS, Term, op, register_family
+from .algebra.util import floordiv
+from .algebra.field import Field
+from .algebra.term import ALL_TRANSFORMS, Term, op, register_family
 
 __all__ = ["Subsample", "PadChannels", "subsample", "pad_channels", "option_a"]
 

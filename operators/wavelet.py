@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._macro import Macro
-from ._util import spectral_norm
+from .algebra.macro import Macro
+from .algebra.util import spectral_norm
 from ._wavelet_bank import QSHIFT, bank, select_packets
 from .conv import Conv
-from .field import Channels, Field
-from .term import ALL_TRANSFORMS, Cost, Term, op, register_family
+from .algebra.field import Channels, Field
+from .algebra.term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
 __all__ = ["DTCWPT", "IDTCWPT", "ColourMix", "CMod", "RMax", "dtcwpt", "idtcwpt", "colour_mix", "cmod", "rmax",
            "select_packets", "LUMINANCE"]

@@ -72,7 +72,7 @@ def test_concat_real_and_complex():
     msg = bind_error(ops.concat(ops.identity(), ops.conv(3)), Field(3, kind="complex"))
     assert msg.startswith("branch[1]: conv expects a real field")
     with pytest.raises(TypeMismatch, match="one kind and rank"):
-        from operad.operators.combinators import concat_types
+        from operad.operators.algebra.combinators import concat_types
         concat_types([Field(3), Field(3, kind="complex")])
 
 

@@ -491,7 +491,7 @@ def test_pide_seg_predicts_eleven_classes_at_the_input_size():
 
 
 def test_pide_benchmark_runs_and_its_dense_baseline_is_the_quadrature(capsys, monkeypatch, tmp_path):
-    from operad.experiments import bench_pide
+    from operad.experiments.bench import pide as bench_pide
     monkeypatch.setattr(bench_pide, "WARM_S", 0.0)
     k = bench_pide.quadrature_matrix(6, 5, chunk=7)
     torch.testing.assert_close(k, k.T)
@@ -518,7 +518,7 @@ def test_interleaved_timer_warms_up_for_the_requested_time():
 
 
 def test_compare_pide_trains_both_networks_on_shipped_cifar(shared_data, capsys):
-    from operad.experiments import compare_pide
+    from operad.experiments.studies import pide as compare_pide
     res = compare_pide.main(["--data", shared_data, "--per-class", "2", "--test-per-class", "1", "--epochs", "1",
                              "--batch", "10", "--widths", "4,8,8", "--nonlocal", "grid,fractional", "--seeds", "0"])
     assert set(res) == {"nonlocal (grid)", "nonlocal (fractional)", "local baseline"}

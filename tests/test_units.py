@@ -15,7 +15,7 @@ from operad import Field, TypeMismatch, ops
 from operad.models import create_model, model_term
 from operad.operators.dendritic import dendritic_product
 from operad.operators.min_unit import MinBlock
-from operad.operators.unit_rewrite import to_dendritic, to_min
+from operad.operators.rewrites import to_dendritic, to_min
 from operad.theory import units as U
 
 

@@ -56,7 +56,7 @@ def test_threshnet79_matches_its_published_imagenet_counts():
 
 
 def test_harmonic_links_follow_hardnet():
-    from operad.operators.links import harmonic_links
+    from operad.operators.algebra.links import harmonic_links
     links, widths, outs = harmonic_links(8, 14)
     assert links[7] == (7, 6, 4, 0) and links[3] == (3, 2, 0) and links[0] == (0,)
     assert widths == (14, 24, 14, 40, 14, 24, 14, 68) and outs == (1, 3, 5, 7, 8)
@@ -162,8 +162,8 @@ def test_features_only_model_and_segmentation_backbone():
 
 
 @pytest.mark.parametrize("mod", ["operad.models.resnet", "operad.models.densenet", "operad.models.allcnn",
-                                 "operad.models.features", "operad.operators.shortcut", "operad.operators.links",
-                                 "operad.operators.fuse", "operad.operators.rmnet"])
+                                 "operad.models.features", "operad.operators.shortcut", "operad.operators.algebra.links",
+                                 "operad.operators.rewrites.fuse", "operad.operators.rewrites.remove_residuals"])
 def test_docstring_examples(mod):
     res = doctest.testmod(importlib.import_module(mod))
     assert res.failed == 0 and res.attempted > 0

@@ -253,7 +253,7 @@ def test_docstring_examples(mod):
 
 
 def test_bench_zoo_measures_and_the_gpu_path_runs_on_cpu():
-    from operad.experiments.bench_zoo import _ratios, measure, table
+    from operad.experiments.bench.zoo import _ratios, measure, table
     m = create_model("resnet20")
     r = measure(m, (16, 16), (8, 8), "classification", batch=2, runs=1, warmup=1)
     assert r["latency_ms"] > 0 and r["train_img_s"] > 0

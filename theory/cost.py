@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..operators.field import Field
-from ..operators.term import Cost, Term
+from ..operators.algebra.field import Field
+from ..operators.algebra.term import Cost, Term
 
 __all__ = ["H", "W", "cost", "count", "Cost"]
 

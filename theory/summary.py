@@ -7,8 +7,8 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from ..operators.combinators import lipschitz_of
-from ..operators.term import Cost
+from ..operators.algebra.combinators import lipschitz_of
+from ..operators.algebra.term import Cost
 from .cost import cost as _cost
 
 __all__ = ["summary", "Summary"]
@@ -98,7 +98,7 @@ def summary(module: nn.Module, input_shape: Sequence[int], max_depth: Optional[i
         if max_depth is not None and depth >= max_depth:
             return
         # children see sizes in sequence for Seq, the same size for branches
-        from ..operators.combinators import SeqModule
+        from ..operators.algebra.combinators import SeqModule
         cur = size
         for k in kids:
             visit(k, depth + 1, cur)

@@ -22,7 +22,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..operators.field import Field
+from ..operators.algebra.field import Field
 
 TRANSFORMS = ("shift", "rot90", "flip", "rotation")
 

@@ -40,7 +40,7 @@ import sympy
 import torch
 from torch import nn
 
-from ..operators.term import Cost
+from ..operators.algebra.term import Cost
 from .cost import H, W
 
 __all__ = ["dendritic_conv_cost", "dendritic_linear_cost", "conv_cost", "min_unit_cost", "min_block_cost",
@@ -193,7 +193,7 @@ def dendritic_staircase(width: int) -> nn.Module:
     falling from 1 to 0 on [2j, 2j + 1]. No standard width-``width`` net can
     represent it (:func:`standard_max_breakpoints`)."""
     from .. import ops
-    from ..operators.field import Field
+    from ..operators.algebra.field import Field
     net = (ops.dendritic_linear(width, bias=True) >> ops.dendritic_linear(1, bias=True)).bind(Field(1, rank=0))
     l1, l2 = net[0], net[1]
     with torch.no_grad():
@@ -214,7 +214,7 @@ def dendritic_interpolant(knots: torch.Tensor, values: torch.Tensor) -> nn.Modul
     ``n = len(knots) - 1``: hidden unit j is ``ReLU(x - t_j)`` (weight 1, dendrite bias
     ``-t_j``), the output ``v_0 + sum_j s_j ReLU(h_j + 0)`` with the slope changes s_j."""
     from .. import ops
-    from ..operators.field import Field
+    from ..operators.algebra.field import Field
     t = knots.to(torch.float64)
     v = values.to(torch.float64)
     slopes = (v[1:] - v[:-1]) / (t[1:] - t[:-1])
@@ -254,7 +254,7 @@ def end_stopping_response(stimulus: torch.Tensor, radius: int = 3) -> Dict[str, 
     second derivatives across (``-d2/dy2``) and along (``-d2/dx2``) the line, and of
     the first filter alone (a linear line detector + ReLU)."""
     from .. import ops
-    from ..operators.field import Field
+    from ..operators.algebra.field import Field
     m = ops.min_filters(k=3, n=2, norm=None, padding_mode="circular").bind(Field(1)).double().eval()
     across = torch.tensor([[0, -1, 0], [0, 2, 0], [0, -1, 0]], dtype=torch.float64)
     along = across.t().clone()

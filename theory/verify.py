@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import jvp, vjp
 
-from ..operators.combinators import lipschitz_of
+from ..operators.algebra.combinators import lipschitz_of
 from .cost import cost as _cost, count as _count
 from .transforms import TRANSFORMS, act, disk_mask
 

@@ -2,7 +2,7 @@
 
 A term says *what* an operator is (``conv(64, k=3, stride=2)``), never what its
 weights are. Terms compose with ``>>`` (sequence), ``*`` (repeat) and ``+``
-(sum of branches) and with the combinators of :mod:`operad.operators.combinators`.
+(sum of branches) and with the combinators of :mod:`operad.operators.algebra.combinators`.
 ``term.bind(Field(3))`` walks the expression, infers every intermediate type,
 and returns an ordinary :class:`torch.nn.Module` whose every node carries
 ``term``, ``in_type``, ``out_type`` and ``path``.
@@ -102,6 +102,21 @@ class Family:
 
 FAMILIES: Dict[str, Family] = {}
 OPS: Dict[str, Callable] = {}
+# The term classes behind ``>>``, ``*``, ``+`` and ``.named``: ``combinators``
+# registers them with :func:`combinator`, so this module never imports it.
+_COMBINATORS: Dict[str, type] = {}
+
+
+def combinator(symbol: str):
+    """Class decorator: make a term class the one a term operator builds
+    (``"seq"`` for ``>>``, ``"repeat"`` for ``*``, ``"sum"`` for ``+``,
+    ``"named"`` for ``.named``)."""
+
+    def deco(cls):
+        _COMBINATORS[symbol] = cls
+        return cls
+
+    return deco
 
 
 def register_family(name: str, examples: Optional[Callable] = None, tol: float = 1e-4):
@@ -261,30 +276,28 @@ class Term:
 
     # ----- algebra -------------------------------------------------------------
     def __rshift__(self, other: "Term") -> "Term":
-        from .combinators import Seq
         _check_term(other, ">>")
+        Seq = _COMBINATORS["seq"]
         return Seq(_flat(self, Seq) + _flat(other, Seq))
 
     def __rrshift__(self, other):
         return NotImplemented
 
     def __mul__(self, n: int) -> "Term":
-        from .combinators import Repeat
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"term * n needs a positive int n; got {n!r}")
-        return Repeat(self, n)
+        return _COMBINATORS["repeat"](self, n)
 
     __rmul__ = __mul__
 
     def __add__(self, other: "Term") -> "Term":
-        from .combinators import Sum
         _check_term(other, "+")
+        Sum = _COMBINATORS["sum"]
         return Sum(_flat(self, Sum) + _flat(other, Sum))
 
     def named(self, name: str) -> "Term":
         """Give this term a name: it becomes the attribute and path segment of its node."""
-        from .combinators import Named
-        return Named(self, name)
+        return _COMBINATORS["named"](self, name)
 
     # ----- printing ------------------------------------------------------------
     def __repr__(self) -> str:

@@ -41,11 +41,11 @@ from typing import Callable, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .combinators import Dense, Named, Repeat, Residual, Seq, Sum
-from .conv import Conv
-from .linear import Identity
-from .norm import BatchNorm
-from .term import Term
+from ..algebra.combinators import Dense, Named, Repeat, Residual, Seq, Sum
+from ..conv import Conv
+from ..linear import Identity
+from ..norm import BatchNorm
+from ..algebra.term import Term
 
 __all__ = ["Affine", "affine_of", "compose", "add", "affine_term", "fuse"]
 

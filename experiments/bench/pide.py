@@ -4,7 +4,7 @@ forward+backward, at 32^2, 64^2, 128^2 and 360x480; an N log N check at a fixed 
 budget; then the feature-space operator's fused path against plain autograd (time and
 memory saved for backward) against its pooling factor.
 
-    python -m operad.experiments.bench_pide [--quick] [--min] [--plot bench_pide.png]
+    python -m operad.experiments.bench.pide [--quick] [--min] [--plot bench_pide.png]
 
 Timings are medians of several runs after warm-up, on ``torch.set_num_threads(2)``; the FFT
 operator and the depthwise conv are timed in alternation, so machine load hits both alike
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from operad.experiments.bench import saved_mib, time_fn, time_interleaved
+from operad.experiments.bench.timing import saved_mib, time_fn, time_interleaved
 
 import torch
 from torch import nn

@@ -1,7 +1,4 @@
-"""Rewrites: pure functions from terms to terms (or bound modules to bound
-modules with the same function).
-
-``substitute`` swaps one operator for another everywhere in an expression::
+"""``substitute`` swaps one operator for another everywhere in an expression::
 
     >>> from operad import ops
     >>> from operad.rewrite import substitute
@@ -14,9 +11,9 @@ from __future__ import annotations
 
 from typing import Callable, Union
 
-from .term import Term
+from ..algebra.term import Term
 
-__all__ = ["substitute", "matcher", "fuse", "remove_residuals"]
+__all__ = ["substitute", "matcher"]
 
 Match = Union[str, type, Callable]
 
@@ -56,6 +53,3 @@ def substitute(term: Term, match: Match, replacement: Union[Term, Callable[[Term
         return t
 
     return term.map(fn)
-
-from .fuse import fuse  # noqa: E402,F401  (deployment rewrites live in their own files)
-from .rmnet import remove_residuals  # noqa: E402,F401

@@ -1,8 +1,8 @@
 """A short CPU comparison: a twin ResNet (CMod), its RMax baseline and the
 standard network, trained the same way on a CIFAR-10 subset.
 
-    python -m operad.experiments.compare_twin --data /work/shared/data
-    python -m operad.experiments.compare_twin --per-class 300 --epochs 2 --width 16
+    python -m operad.experiments.studies.twin --data /work/shared/data
+    python -m operad.experiments.studies.twin --per-class 300 --epochs 2 --width 16
 
 Each run uses the training engine of :mod:`operad.experiments.train` (same
 seed, schedule, augmentation and data), then prints one table: parameters,
@@ -33,7 +33,7 @@ def main(argv=None) -> list:
     p.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "operad_compare_twin"))
     p.add_argument("--firsts", nargs="+", default=["conv", "cmod", "rmax"])
     a = p.parse_args(argv)
-    from .train import train
+    from ..train import train
 
     results = []
     for first in a.firsts:

@@ -6,8 +6,8 @@ difference of the outputs from the original relative to the largest output (floa
 latency (median of ``--runs`` timed runs of ``--iters`` forwards after warm-up,
 ``torch.set_num_threads(--threads)``), with ratios to the original.
 
-    .venv/bin/python -m operad.experiments.bench_rmnet
-    .venv/bin/python -m operad.experiments.bench_rmnet --models resnet20 resnet18 --batch 8 --runs 5
+    .venv/bin/python -m operad.experiments.bench.rmnet
+    .venv/bin/python -m operad.experiments.bench.rmnet --models resnet20 resnet18 --batch 8 --runs 5
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """A short side-by-side run of ResNet-20, Min-ResNet-20 and dendritic ResNet-20 on
 a CIFAR-10 subset (CPU-sized; raise the numbers on a GPU).
 
-    .venv/bin/python -m operad.experiments.compare_units --data /work/shared/data \\
+    .venv/bin/python -m operad.experiments.studies.units --data /work/shared/data \\
         --per-class 50 --test-per-class 50 --size 16 --epochs 1
 
 Prints, per model: parameters and MACs at the training size (exact), seconds

@@ -1,7 +1,7 @@
 """Dendritic convolution: the naive (B, C_out, C_in k^2, H W) form against the fused
 chunked one, with ``conv(relu(x))`` as the baseline.
 
-    .venv/bin/python -m operad.experiments.bench_dendritic
+    .venv/bin/python -m operad.experiments.bench.dendritic
 
 Per configuration: memory autograd keeps for the backward pass (MiB, measured
 with saved-tensor hooks), the largest transient (analytic: the naive form
@@ -11,7 +11,7 @@ median forward+backward time after warm-up, with ratios to the baseline.
 from __future__ import annotations
 
 
-from operad.experiments.bench import saved_mib as _saved_mib, time_fn
+from operad.experiments.bench.timing import saved_mib as _saved_mib, time_fn
 
 import torch
 

@@ -1,7 +1,7 @@
 """A short CPU comparison: a PIDE network (one nonlocal block per unit) against its local
 baseline at the same parameter budget, on a CIFAR-10 subset.
 
-    python -m operad.experiments.compare_pide --data ../shared/data --per-class 500 --epochs 4 \
+    python -m operad.experiments.studies.pide --data ../shared/data --per-class 500 --epochs 4 \
         --nonlocal fractional,grid --seeds 0,1
 
 Both networks are ``operad.models.pide.pide_classifier`` with the same widths and blocks;

@@ -15,8 +15,8 @@ value below 1 means the network turns MACs into latency faster than the
 baseline does. When CUDA is available the same is measured on the GPU with
 bf16 autocast and channels_last (native sizes, batch 1 and 64).
 
-    .venv/bin/python -m operad.experiments.bench_zoo              # everything
-    .venv/bin/python -m operad.experiments.bench_zoo --models 'ghost*' --runs 3
+    .venv/bin/python -m operad.experiments.bench.zoo              # everything
+    .venv/bin/python -m operad.experiments.bench.zoo --models 'ghost*' --runs 3
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import json
 import os
 import time
 
-from operad.experiments.bench import time_fn
+from operad.experiments.bench.timing import time_fn
 from typing import Dict, List, Optional
 
 import torch

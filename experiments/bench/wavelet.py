@@ -10,8 +10,8 @@ the two sides of each row are timed interleaved, so machine load hits both):
    stem (32 free + 32 CMod channels) vs ResNet's 7x7/2 conv + BN + ReLU + 3x3/2
    max-pool with 64 channels; ratio = ours / standard (target <= 1.5).
 
-    python -m operad.experiments.bench_wavelet            # the full table
-    python -m operad.experiments.bench_wavelet --quick    # a smoke run
+    python -m operad.experiments.bench.wavelet            # the full table
+    python -m operad.experiments.bench.wavelet --quick    # a smoke run
 
 pytorch_wavelets is a benchmark extra (``pip install 'operad[bench]'``; it needs
 ``setuptools<81``); without it table 1 shows our times only.
@@ -23,8 +23,8 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .. import Field, ops
-from .bench import time_interleaved
+from ... import Field, ops
+from .timing import time_interleaved
 
 __all__ = ["time_pair", "main"]
 

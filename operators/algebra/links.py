@@ -186,9 +186,9 @@ def harmonic_block(growth: int, n_layers: int, grmul: float = 1.7,
     """
     lks, widths, outs = harmonic_links(n_layers, growth, grmul)
     if layer is None:
-        from .activation import Activation
-        from .conv import conv
-        from .norm import bn
+        from ..activation import Activation
+        from ..conv import conv
+        from ..norm import bn
 
         def layer(w):
             return conv(w, k=3, bias=False) >> bn() >> Activation("relu6")

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .field import Field, TypeMismatch
-from .term import ALL_TRANSFORMS, Cost, Size, Term, _join, attach, op, register_family
+from .term import ALL_TRANSFORMS, Cost, Size, Term, _join, attach, combinator, op, register_family
 
 __all__ = ["Seq", "Repeat", "Sum", "Concat", "Minimum", "Residual", "Dense", "Named",
            "concat", "minimum", "residual", "dense", "concat_types", "lipschitz_of"]
@@ -78,6 +78,7 @@ class SeqModule(nn.Sequential):
     """A bound sequence; children are keyed by index or by their name."""
 
 
+@combinator("seq")
 @dataclass(frozen=True, repr=False)
 class Seq(Term):
     items: Tuple[Term, ...]
@@ -151,6 +152,7 @@ class Seq(Term):
         return " >> ".join(_paren(i, Seq) for i in self.items)
 
 
+@combinator("repeat")
 @dataclass(frozen=True, repr=False)
 class Repeat(Term):
     """``block * n``: n copies of a block in sequence, each with its own weights."""
@@ -196,6 +198,7 @@ class Repeat(Term):
         return f"{_paren(self.block, Term)} * {self.n}"
 
 
+@combinator("named")
 @dataclass(frozen=True, repr=False)
 class Named(Term):
     """A term with a name: the module key and the path segment of its node."""
@@ -338,6 +341,7 @@ class MinimumModule(SumModule):
         return out
 
 
+@combinator("sum")
 @register_family("sum")
 @dataclass(frozen=True, repr=False)
 class Sum(_BranchTerm):
@@ -462,7 +466,7 @@ class Residual(Term):
     def _short(self) -> Term:
         if self.shortcut is not None:
             return self.shortcut
-        from .linear import Identity
+        from ..linear import Identity
         return Identity()
 
     def children(self):
@@ -645,9 +649,9 @@ def _paren(t: Term, within) -> str:
 def _leaf(draw, out):
     """A random stride-1, size-keeping real leaf producing ``out`` channels."""
     from hypothesis import strategies as st
-    from .activation import Activation
-    from .conv import conv
-    from .norm import bn
+    from ..activation import Activation
+    from ..conv import conv
+    from ..norm import bn
     k = draw(st.sampled_from([1, 3]))
     mode = draw(st.sampled_from(["zeros", "circular"]))
     head = conv(out, k=k, padding_mode=mode, bias=draw(st.booleans()))
@@ -677,7 +681,7 @@ def _branch_examples(cls):
 
 def _residual_examples(draw):
     from hypothesis import strategies as st
-    from .conv import conv
+    from ..conv import conv
     c = draw(st.integers(1, 5))
     body = _leaf(draw, c) >> _leaf(draw, c)
     if draw(st.booleans()):

@@ -9,21 +9,21 @@ median of several timed runs after warm-up, ``torch.set_num_threads(2)``.
 Ratios are against the ordinary ``nn.Conv2d`` with the same real input and
 output widths and kernel size (the op a harmonic conv computes).
 
-    .venv/bin/python -m operad.experiments.bench_harmonic
-    .venv/bin/python -m operad.experiments.bench_harmonic --runs 5 --json runs/bench_harmonic.json
+    .venv/bin/python -m operad.experiments.bench.harmonic
+    .venv/bin/python -m operad.experiments.bench.harmonic --runs 5 --json runs/bench_harmonic.json
 """
 from __future__ import annotations
 
 import argparse
 import json
 
-from operad.experiments.bench import time_fn
+from operad.experiments.bench.timing import time_fn
 
 import torch
 from torch import nn
 
-from .. import ops
-from ..operators.field import Field
+from ... import ops
+from ...operators.algebra.field import Field
 
 __all__ = ["CONFIGS", "main"]
 

@@ -6,7 +6,7 @@ package: nothing is downloaded), padded to 10 x 10 and up-sampled to 20 x 20 so
 that a rotation keeps the digit inside the frame. A fixed 75/25 split; the test
 images are rotated by every angle of a sweep (bilinear, counter-clockwise).
 
-    .venv/bin/python -m operad.experiments.rotation_hnet --out runs/rotation_hnet
+    .venv/bin/python -m operad.experiments.studies.rotation_hnet --out runs/rotation_hnet
 
 writes ``rotation_hnet.png`` (accuracy against angle) and ``rotation_hnet.json``
 (per-angle accuracies, parameters, MACs, training time).
@@ -22,10 +22,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .. import cost, ops
-from ..models import create_model
-from ..operators.field import Field
-from ..theory.transforms import rotate
+from ... import cost, ops
+from ...models import create_model
+from ...operators.algebra.field import Field
+from ...theory.transforms import rotate
 
 __all__ = ["load_digits_20", "cnn_small", "train", "accuracy_vs_angle", "main"]
 

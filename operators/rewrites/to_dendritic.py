@@ -1,4 +1,4 @@
-"""Rewrites that turn any network into its Min or dendritic version.
+"""The dendritic rewrite: ReLUs move onto the connections they feed.
 
 ``to_dendritic(term)``
     moves every ReLU onto the connections of the linear operator it feeds:
@@ -13,12 +13,6 @@
     since ``ReLU(x + 0) = x`` there. With the dendrite biases at zero (their
     initial value) the rewritten network computes exactly the original
     function with the same weights; ``tests/test_units.py`` checks it.
-``to_min(term, blocks="first")``
-    replaces residual units ``residual(body, shortcut) >> relu`` by the reference
-    ``min_block(out, stride=...)`` (no ReLU after the sum): the first unit of
-    every stage (``blocks="first"``, as FP-/Min-Nets do) or all of them
-    (``blocks="all"``). ``blocks="relu"`` instead substitutes every ReLU by
-    ``min_filters()`` with :func:`operad.rewrite.substitute` (any network).
 
 >>> from operad import ops
 >>> to_dendritic(ops.conv(8) >> ops.relu() >> ops.conv(8))
@@ -28,22 +22,20 @@ from __future__ import annotations
 
 from typing import List, Optional, Tuple
 
-from .activation import Activation
-from .combinators import Named, Repeat, Residual, Seq
-from .conv import Conv, _DepthwiseMultiplier
-from .dendritic import DendriticConv, DendriticLinear
-from .linear import Dropout, Identity, Linear
-from .min_unit import MinBlock, MinFilters
-from .pooling import GlobalPool, Pool
-from .rewrite import substitute
-from .term import Term
+from ..activation import Activation
+from ..algebra.combinators import Named, Repeat, Residual, Seq
+from ..algebra.term import Term
+from ..conv import Conv, _DepthwiseMultiplier
+from ..dendritic import DendriticConv, DendriticLinear
+from ..linear import Dropout, Identity, Linear
+from ..pooling import GlobalPool, Pool
 
-__all__ = ["to_dendritic", "to_min"]
+__all__ = ["to_dendritic", "is_relu", "seq_of"]
 
 _NONE, _PENDING, _NONNEG = 0, 1, 2
 
 
-def _is_relu(t: Term) -> bool:
+def is_relu(t: Term) -> bool:
     return isinstance(t, Activation) and t.fn == "relu"
 
 
@@ -70,7 +62,7 @@ def _settle(t: Optional[Term], state: int) -> Term:
     return t >> Activation("relu")
 
 
-def _seq(items: List[Term]) -> Optional[Term]:
+def seq_of(items: List[Term]) -> Optional[Term]:
     if not items:
         return None
     return items[0] if len(items) == 1 else Seq(tuple(items))
@@ -81,7 +73,7 @@ def _push(t: Term, state: int, heads: bool) -> Tuple[Optional[Term], int]:
     non-negative input (``_NONNEG``) or on any input (``_NONE``): a term (None for
     the identity) that, followed by a ReLU when the returned state is pending,
     computes the same function."""
-    if _is_relu(t):
+    if is_relu(t):
         return None, _PENDING
     if isinstance(t, Named):
         inner, st = _push(t.inner, state, heads)
@@ -94,7 +86,7 @@ def _push(t: Term, state: int, heads: bool) -> Tuple[Optional[Term], int]:
             new, state = _push(item, state, heads)
             if new is not None:
                 items.append(new)
-        return _seq(items), state
+        return seq_of(items), state
     fed = state == _PENDING or (state == _NONNEG and heads)
     if type(t) is Conv and t.groups == 1 and fed:
         return DendriticConv(t.out, t.k, t.stride, t.dilation, t.bias, t.padding, t.padding_mode), _NONE
@@ -134,45 +126,3 @@ def to_dendritic(term: Term, heads: bool = True) -> Term:
     """
     new, state = _push(term, _NONE, heads)
     return _settle(new, state)
-
-
-def _body_shape(body: Term) -> Tuple[Optional[object], int]:
-    convs = [t for t in body.walk() if isinstance(t, Conv)]
-    if not convs:
-        raise ValueError(f"to_min: a residual body without convolutions cannot become a Min block: {body!r}")
-    return convs[-1].out, max(c.stride for c in convs)
-
-
-def to_min(term: Term, blocks: str = "first", k: int = 3, q: int = 2, n: int = 2,
-           norm: Optional[str] = "instance") -> Term:
-    """The Min version of a network (see the module docstring).
-
-    >>> from operad import ops
-    >>> to_min(ops.residual(ops.conv(8) >> ops.relu()) >> ops.relu())
-    min_block(8)
-    """
-    if blocks == "relu":
-        return substitute(term, "relu", MinFilters(k, n, 1, norm))
-    if blocks not in ("first", "all"):
-        raise ValueError(f"to_min blocks must be 'first', 'all' or 'relu'; got {blocks!r}")
-
-    def fn(t: Term) -> Term:
-        if not isinstance(t, Seq):
-            return t
-        items, i, done = [], 0, False
-        while i < len(t.items):
-            item = t.items[i]
-            nxt = t.items[i + 1] if i + 1 < len(t.items) else None
-            if isinstance(item, Residual) and nxt is not None and _is_relu(nxt) and not (done and blocks == "first"):
-                out, stride = _body_shape(item.body)
-                items.append(MinBlock(out, k, q, n, stride, norm))
-                done = True
-                i += 2
-                continue
-            if isinstance(item, Residual):
-                done = True
-            items.append(item)
-            i += 1
-        return _seq(items)
-
-    return term.map(fn)

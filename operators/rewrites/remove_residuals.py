@@ -35,9 +35,9 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
-from .combinators import Named, Repeat, Residual, Seq
+from ..algebra.combinators import Named, Repeat, Residual, Seq
 from .fuse import Affine, _affine_loader, _chain, _keep, _name, affine_of, affine_term, fuse
-from .term import Term
+from ..algebra.term import Term
 
 __all__ = ["remove_residuals"]
 

@@ -1,0 +1,24 @@
+"""Rewrites: pure functions from terms to terms, or from bound modules to bound
+modules that compute the same function. One pass per file; ``operad.rewrite``
+is this package.
+
+=========================  ====================================================
+``substitute``             swap one operator for another everywhere
+``fuse``                   fold BN into convolutions, merge parallel linear
+                           branches (RepVGG)
+``remove_residuals``       residual-free deployment form (RMNet)
+``to_dendritic``           move ReLUs onto the connections they feed
+``to_min``                 residual units to Min blocks (Min-Nets)
+=========================  ====================================================
+
+>>> from operad import ops, rewrite
+>>> rewrite.substitute(ops.conv(8) >> ops.relu(), ops.relu, ops.gelu())
+conv(8) >> gelu()
+"""
+from .substitute import matcher, substitute
+from .fuse import fuse
+from .remove_residuals import remove_residuals
+from .to_dendritic import to_dendritic
+from .to_min import to_min
+
+__all__ = ["substitute", "matcher", "fuse", "remove_residuals", "to_dendritic", "to_min"]
