@@ -205,7 +205,8 @@ class BinaryConv(Conv):
         return Cost(base.params, macs, bops, _bytes(weights, out + (out if self.bias else 0)))
 
     def equivariance(self, t):
-        return super().equivariance(t)
+        eq = super().equivariance(t)  # sign is point-wise: it keeps grid maps, not interpolated rotations
+        return eq - {"rotation"} if self.scheme == "xnor" else eq
 
     def lipschitz_bound(self, m, size=None):
         if self.scheme == "xnor":
