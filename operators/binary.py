@@ -230,7 +230,7 @@ class BinaryConv(Conv):
 
 @op("binary_conv")
 def binary_conv(out: Channels = None, k=3, stride: int = 1, dilation: int = 1, groups: int = 1,
-                bias: bool = False, padding="same", padding_mode: str = "zeros", scheme: str = "bwn",
+                bias: bool = True, padding="same", padding_mode: str = "zeros", scheme: str = "bwn",
                 center: bool = False, scale_input: bool = False) -> BinaryConv:
     """A binary convolution: weights ``alpha * sign(W)``, ``alpha = mean |W|`` per output filter.
 

@@ -261,7 +261,7 @@ class QuantConv(_QuantTerm, Conv):
 
 
 @op("quant_conv")
-def quant_conv(out: Channels = None, k=3, stride: int = 1, dilation: int = 1, groups: int = 1, bias: bool = False,
+def quant_conv(out: Channels = None, k=3, stride: int = 1, dilation: int = 1, groups: int = 1, bias: bool = True,
                padding="same", padding_mode: str = "zeros", w_bits: int = 1, a_bits: int = 2,
                a_range: Tuple[float, float] = (0.0, 1.0), log: bool = False,
                grad_bits: Optional[int] = None) -> QuantConv:
