@@ -58,7 +58,7 @@ class _Packed(nn.Module):
     """
 
     def _store(self, m: nn.Module, w_bits: int, log: bool, center: bool = False) -> None:
-        w = m.weight.detach().to(torch.float32)
+        w = m.weight.detach()  # float32 for deployment; a float64 model packs in float64 (for tests)
         self.shape = tuple(w.shape)
         self.bias_on = m.bias is not None
         if w_bits == 1:
@@ -85,7 +85,7 @@ class _Packed(nn.Module):
             self.log_bottom = -(2 ** (w_bits - 1) - 2)
             self.register_buffer("scale", scale.reshape(-1))
         if self.bias_on:
-            self.register_buffer("bias", m.bias.detach().to(torch.float32).clone())
+            self.register_buffer("bias", m.bias.detach().clone())
         else:
             self.bias = None
 
