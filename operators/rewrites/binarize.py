@@ -7,9 +7,12 @@ binary (Binary-Weight-Networks or XNOR-Net, Rastegari et al. 2016).
     hyper-parameters; nothing else changes.
 ``binarize(term, scheme="xnor")``
     also reorders each block to the paper's BN -> sign -> binary conv -> pool:
-    ``conv >> bn [>> act]`` becomes ``bn >> binary_conv(scheme="xnor")`` (the
-    XNOR conv binarizes its input, so the sign sits inside it and replaces the
-    activation); a pool that followed stays after it.
+    ``conv >> bn [>> act]`` becomes ``bn >> binary_conv(scheme="xnor")`` and
+    ``conv >> pool >> bn [>> act]`` (BinaryNet's VGG) ``bn >> binary_conv >> pool``
+    (the XNOR layer binarizes its input, so the sign sits inside it and
+    replaces the activation; the moved BN normalizes the layer's input). The
+    XNOR-Net reference code keeps a ReLU after each binary conv; the paper's
+    block, followed here, has none.
 
 Given a bound module, the result is bound to the same input and takes every
 state entry whose name and shape still match (for BWN: all of them, so a
@@ -74,24 +77,33 @@ def _binary(scheme: str, center: bool, scale_input: bool) -> Callable[[Term], Te
     return make
 
 
+def _is_xnor(t: Term) -> bool:
+    return isinstance(t, (BinaryConv, BinaryLinear)) and t.scheme == "xnor"
+
+
 def _reorder(t: Term) -> Term:
-    """In a sequence, ``xnor_conv >> bn [>> act]`` -> ``bn >> xnor_conv``."""
+    """In a sequence, ``xnor >> bn [>> act]`` -> ``bn >> xnor`` and
+    ``xnor >> pool >> bn [>> act]`` -> ``bn >> xnor >> pool``: BN -> sign -> conv -> pool."""
     if not isinstance(t, Seq):
         return t
     items: List[Term] = list(t.items)
+    fam = lambda j: items[j].family if j < len(items) else None
     out: List[Term] = []
     i = 0
     while i < len(items):
         it = items[i]
-        nxt = items[i + 1] if i + 1 < len(items) else None
-        if isinstance(it, BinaryConv) and it.scheme == "xnor" and nxt is not None and nxt.family == "bn":
-            out += [nxt, it]
+        if _is_xnor(it) and fam(i + 1) == "bn":
+            out += [items[i + 1], it]
             i += 2
-            if i < len(items) and items[i].family in ACTIVATIONS:
-                i += 1
+        elif _is_xnor(it) and fam(i + 1) in ("max_pool", "avg_pool") and fam(i + 2) == "bn":
+            out += [items[i + 2], it, items[i + 1]]
+            i += 3
+        else:
+            out.append(it)
+            i += 1
             continue
-        out.append(it)
-        i += 1
+        if fam(i) in ACTIVATIONS:  # sign, inside the XNOR layer, replaces it
+            i += 1
     return out[0] if len(out) == 1 else Seq(tuple(out))
 
 
