@@ -21,7 +21,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pack_signs", "unpack_signs", "pack_words", "xnor_conv2d", "popcount64", "load_cpp", "cpp_loaded"]
+__all__ = ["pack_signs", "unpack_signs", "pack_words", "xnor_conv2d", "popcount64", "load_cpp", "cpp_loaded",
+           "correction_kernel"]
 
 _SHIFTS8 = torch.arange(8, dtype=torch.uint8)
 _SHIFTS64 = torch.arange(64, dtype=torch.int64)
@@ -46,21 +47,38 @@ def unpack_signs(packed: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
     return bits.reshape(packed.shape[0], -1)[:, :n].reshape(shape).bool()
 
 
+def _pack_last(b: torch.Tensor) -> torch.Tensor:
+    """``(..., C)`` booleans -> ``(..., ceil(C/64))`` int64 words: bit ``j`` of word
+    ``i`` is element ``64i + j`` (eight bits to a byte first, then the bytes of
+    each word read as one little-endian int64); missing elements are 0."""
+    c = b.shape[-1]
+    b = F.pad(b.to(torch.uint8), (0, -c % 64))
+    byte = (b.view(*b.shape[:-1], -1, 8) << _SHIFTS8.to(b.device)).sum(-1, dtype=torch.uint8)
+    if byte.device.type == "cpu" and not _little_endian():
+        raise RuntimeError("bit packing assumes a little-endian CPU")
+    return byte.contiguous().view(torch.int64)
+
+
+def _little_endian() -> bool:
+    import sys
+    return sys.byteorder == "little"
+
+
 def _pack_channels(b: torch.Tensor) -> torch.Tensor:
-    """``(N, C, ...)`` booleans -> ``(N, ceil(C/64), ...)`` int64 words (bit ``j`` of
-    word ``i`` is channel ``64i + j``; missing channels are 0)."""
-    c = b.shape[1]
-    cw = -(-c // 64)
-    pad = torch.zeros((b.shape[0], cw * 64 - c) + tuple(b.shape[2:]), dtype=torch.int64, device=b.device)
-    x = torch.cat([b.to(torch.int64), pad], 1) if cw * 64 != c else b.to(torch.int64)
-    x = x.view(b.shape[0], cw, 64, *b.shape[2:])
-    shifts = _SHIFTS64.to(b.device).view(1, 1, 64, *([1] * (b.dim() - 2)))
-    return (x << shifts).sum(2)
+    """``(N, C, ...)`` booleans -> ``(N, ceil(C/64), ...)`` int64 words of the channels."""
+    if b.dim() == 2:
+        return _pack_last(b)
+    return _pack_last(b.movedim(1, -1)).movedim(-1, 1)
 
 
 def pack_words(positive: torch.Tensor) -> torch.Tensor:
     """Weights ``(O, C, kh, kw)`` as booleans (``W > 0``) -> int64 ``(O, ceil(C/64), kh, kw)``."""
-    return _pack_channels(positive)
+    return _pack_channels(positive).contiguous()
+
+
+def correction_kernel(w_words: torch.Tensor, channels: int, dtype=torch.float32) -> torch.Tensor:
+    """``sum_c sign(W)[o, c]`` as ``(O, 1, kh, kw)``: what zero padding adds back (see :func:`xnor_conv2d`)."""
+    return _unpack_words(w_words, channels).sum(1, keepdim=True).to(dtype)
 
 
 def popcount64(x: torch.Tensor) -> torch.Tensor:
@@ -94,6 +112,29 @@ torch::Tensor mismatches(torch::Tensor a, torch::Tensor w) {
   });
   return out;
 }
+
+// out[(r / L), o, (r % L)] = n - 2 * popcount(a[r] ^ w[o]): the conv output in (B, O, L) layout
+void xnor_dot_into(torch::Tensor a, torch::Tensor w, torch::Tensor out, int64_t n, int64_t L) {
+  a = a.contiguous(); w = w.contiguous();
+  const int64_t R = a.size(0), K = a.size(1), O = w.size(0);
+  const uint64_t* A = reinterpret_cast<const uint64_t*>(a.data_ptr<int64_t>());
+  const uint64_t* W = reinterpret_cast<const uint64_t*>(w.data_ptr<int64_t>());
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "xnor_dot_into", [&] {
+    scalar_t* Y = out.data_ptr<scalar_t>();
+    at::parallel_for(0, R, 16, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const uint64_t* ar = A + r * K;
+        scalar_t* yr = Y + (r / L) * O * L + (r % L);
+        for (int64_t o = 0; o < O; ++o) {
+          const uint64_t* wo = W + o * K;
+          int64_t s = 0;
+          for (int64_t k = 0; k < K; ++k) s += __builtin_popcountll(ar[k] ^ wo[k]);
+          yr[o * L] = static_cast<scalar_t>(n - 2 * s);
+        }
+      }
+    });
+  });
+}
 """
 _CPP = None
 
@@ -106,7 +147,7 @@ def load_cpp(verbose: bool = False) -> bool:
     if _CPP is None:
         try:
             from torch.utils.cpp_extension import load_inline
-            _CPP = load_inline("operad_xnor_popcount", cpp_sources=_CPP_SRC, functions=["mismatches"],
+            _CPP = load_inline("operad_xnor_popcount", cpp_sources=_CPP_SRC, functions=["mismatches", "xnor_dot_into"],
                                extra_cflags=["-O3", "-march=native"], verbose=verbose)
         except Exception as e:  # no compiler, no ninja: stay on the torch kernel
             if verbose:
@@ -138,13 +179,14 @@ def _mismatches(a: torch.Tensor, w: torch.Tensor, rows: int, backend: str = "aut
 
 def xnor_conv2d(x: torch.Tensor, w_words: torch.Tensor, channels: int, stride: int = 1,
                 padding: Tuple[int, int] = (0, 0), dilation: int = 1, padding_mode: str = "zeros",
-                budget: int = 1 << 22, backend: str = "auto") -> torch.Tensor:
+                budget: int = 1 << 22, backend: str = "auto", wsum: torch.Tensor = None) -> torch.Tensor:
     """``conv2d(sign(x), sign(W))`` with xor and popcount; exact integers as ``x.dtype``.
 
     ``w_words`` is :func:`pack_words` of ``W > 0``; ``channels`` the real input
     channel count; ``padding`` is per side. ``budget`` bounds the int64 words of
     one xor block (rows x filters x words) of the torch kernel; ``backend`` as in
-    :func:`_mismatches` (``"torch"``, ``"cpp"`` or ``"auto"``).
+    :func:`_mismatches` (``"torch"``, ``"cpp"`` or ``"auto"``); ``wsum``, the
+    :func:`correction_kernel` of the weights, saves recomputing it per call.
     """
     o, cw, kh, kw = w_words.shape
     b, c, h, wd = x.shape
@@ -153,19 +195,25 @@ def xnor_conv2d(x: torch.Tensor, w_words: torch.Tensor, channels: int, stride: i
     if padding_mode != "zeros" and (ph or pw):
         s = F.pad(s.to(x.dtype), (pw, pw, ph, ph), mode=padding_mode) > 0
         ph = pw = 0
-    words = F.pad(_pack_channels(s), (pw, pw, ph, ph))  # zero padding packs as -1, corrected below
+    words = F.pad(_pack_last(s.permute(0, 2, 3, 1)), (0, 0, pw, pw, ph, ph))  # B, H', W', Cw; zero pads pack as -1
     eh, ew = dilation * (kh - 1) + 1, dilation * (kw - 1) + 1
-    p = words.unfold(2, eh, stride).unfold(3, ew, stride)[..., ::dilation, ::dilation]  # B, Cw, Ho, Wo, kh, kw
-    ho, wo = p.shape[2], p.shape[3]
-    a = p.permute(0, 2, 3, 1, 4, 5).reshape(b * ho * wo, cw * kh * kw)
+    p = words.unfold(1, eh, stride).unfold(2, ew, stride)[..., ::dilation, ::dilation]  # B, Ho, Wo, Cw, kh, kw
+    ho, wo = p.shape[1], p.shape[2]
+    a = p.reshape(b * ho * wo, cw * kh * kw)
     wmat = w_words.reshape(o, cw * kh * kw)
-    rows = max(1, budget // max(1, o * wmat.shape[1]))
-    mism = _mismatches(a, wmat, rows, backend)
-    dot = (channels * kh * kw - 2 * mism).to(x.dtype).view(b, ho, wo, o).permute(0, 3, 1, 2)
+    n = channels * kh * kw
+    if (backend == "cpp" or (backend == "auto" and _CPP)) and load_cpp() and x.dtype in (torch.float32, torch.float64):
+        dot = torch.empty(b, o, ho, wo, dtype=x.dtype)
+        _CPP.xnor_dot_into(a, wmat, dot, n, ho * wo)
+    else:
+        rows = max(1, budget // max(1, o * wmat.shape[1]))
+        mism = _mismatches(a, wmat, rows, "torch")
+        dot = (n - 2 * mism).to(x.dtype).view(b, ho, wo, o).permute(0, 3, 1, 2)
     if ph or pw:
         mask = F.pad(torch.zeros(1, 1, h, wd, dtype=x.dtype), (pw, pw, ph, ph), value=1.0)
-        wpm = _unpack_words(w_words, channels).to(x.dtype)  # +-1
-        dot = dot + F.conv2d(mask, wpm.sum(1, keepdim=True), stride=stride, dilation=dilation)
+        if wsum is None:
+            wsum = correction_kernel(w_words, channels)
+        dot = dot + F.conv2d(mask, wsum.to(x.dtype), stride=stride, dilation=dilation)
     return dot.contiguous()
 
 

@@ -203,3 +203,17 @@ def test_xnor_popcount_conv_is_exact(c, o, k, stride, pad, dil, mode):
     for b in backends:
         y = _bitpack.xnor_conv2d(x, _bitpack.pack_words(w > 0), c, stride, (pad, pad), dil, mode, backend=b)
         assert torch.equal(y, ref), b
+
+
+@pytest.mark.slow
+def test_cpp_popcount_kernel_is_exact():
+    """The C++ kernel (built once by torch, about a minute) against the float simulation."""
+    if not _bitpack.load_cpp():
+        pytest.skip("no C++ toolchain for the popcount kernel")
+    for c, o, k, stride, pad, dil in [(70, 5, 3, 1, 1, 1), (3, 4, 3, 2, 1, 1), (130, 8, 5, 1, 2, 2), (256, 9, 3, 1, 1, 1)]:
+        w = torch.randn(o, c, k, k).sign()
+        x = torch.randn(2, c, 11, 10)
+        ref = F.conv2d(torch.where(x >= 0, 1.0, -1.0), w, stride=stride, padding=pad, dilation=dil)
+        for dtype in (torch.float32, torch.float64):
+            y = _bitpack.xnor_conv2d(x.to(dtype), _bitpack.pack_words(w > 0), c, stride, (pad, pad), dil, backend="cpp")
+            assert torch.equal(y, ref.to(dtype))

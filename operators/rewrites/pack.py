@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._bitpack import _mismatches, _pack_channels, pack_signs, pack_words, unpack_signs, xnor_conv2d
+from .._bitpack import _mismatches, _pack_channels, correction_kernel, pack_signs, pack_words, unpack_signs, xnor_conv2d
 from .._quant import weight_levels, weight_scale
 from ..binary import BinaryConv2d, BinaryLinearModule, InputScale
 from ..quant import QuantConv2d, QuantLinearModule, act_quant as act_quant_fn
@@ -128,16 +128,20 @@ class PackedConv2d(_Packed):
             self.scheme, self.scale_in = "quant", None
             self.act = (m.a_quant_bits, m.a_lo, m.a_hi, m.log)
             self._store(m, m.w_bits, m.log)
-        self.register_buffer("words", self._words(), persistent=False)
+        self._derive()
 
-    def _words(self) -> Optional[torch.Tensor]:
+    def _derive(self) -> None:
+        """The xor/popcount operands, derived from ``bits`` (not saved)."""
+        words = wsum = None
         if self.scheme == "xnor" and self.groups == 1:
-            return pack_words(unpack_signs(self.bits, self.shape))
-        return None
+            words = pack_words(unpack_signs(self.bits, self.shape))
+            wsum = correction_kernel(words, self.in_channels)
+        self.register_buffer("words", words, persistent=False)
+        self.register_buffer("wsum", wsum, persistent=False)
 
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
-        self.words = self._words()
+        self._derive()
 
     def _conv(self, x, w):
         if self.padding_mode != "zeros":
@@ -150,7 +154,7 @@ class PackedConv2d(_Packed):
         if self.words is not None and not isinstance(self.padding, str) and self.stride[0] == self.stride[1] \
                 and self.dilation[0] == self.dilation[1]:
             return xnor_conv2d(x, self.words, self.in_channels, self.stride[0], tuple(self.padding),
-                               self.dilation[0], self.padding_mode)
+                               self.dilation[0], self.padding_mode, wsum=self.wsum)
         return self._conv(torch.where(x >= 0, 1.0, -1.0).to(x.dtype), self.signs().to(x.dtype))
 
     def forward(self, x):
