@@ -456,6 +456,9 @@ def _cifar_meta(path: str, key: bytes, n: int) -> List[str]:
     if len(names) != n or len(set(names)) != n:
         raise DataError(f"{path}: {key.decode()} lists {len(names)} names ({len(set(names))} distinct); "
                         f"expected {n} distinct class names")
+    if n == 10 and names != CIFAR10_CLASSES:
+        raise DataError(f"{path}: {key.decode()} are not CIFAR-10's classes in label order: "
+                        f"{class_mismatch(names, CIFAR10_CLASSES)}")
     return names
 
 

@@ -12,7 +12,7 @@ from operad.experiments import data as D
 from operad.experiments.cli import main
 from operad.experiments.config import Config
 from operad.experiments.data import DataError, load_cifar_pickle, load_dataset
-from operad.experiments.synthetic import write_camvid, write_cifar_folder, write_cifar_pickle
+from operad.experiments.synthetic import class_images, write_camvid, write_cifar_folder, write_cifar_pickle
 from operad.experiments.train import build_model, save_checkpoint
 
 
@@ -230,13 +230,38 @@ def test_camvid_list_that_is_not_text(tmp_path):
         load_dataset("camvid", "val", str(tmp_path))
 
 
-def test_png_crc_damage_is_detected(tmp_path):
-    written = write_cifar_folder(str(tmp_path), per_class=1, test_per_class=1, ext="png")
+def test_png_damage_pil_misses_is_detected(tmp_path):
+    """PIL does not check the CRCs of pixel data: a few flipped bits near the end of
+    IDAT decode to a wrong image without an error. operad checks every CRC."""
+    import io
+
+    from PIL import Image
+
+    write_cifar_folder(str(tmp_path), per_class=1, test_per_class=1, ext="png")
     p = tmp_path / "cifar10" / "test" / "ship" / "0000.png"
-    raw = bytearray(p.read_bytes())
+    want = class_images(np.array([8]), seed=1)[0]  # an image whose PNG has such blind spots
+    Image.fromarray(want).save(p)
+    raw = p.read_bytes()
     idat = raw.index(b"IDAT")
-    raw[idat + 20] ^= 0x01  # a flipped bit inside the compressed pixels
-    p.write_bytes(bytes(raw))
-    with pytest.raises(DataError, match=r"ship/0000\.png: corrupt PNG \(CRC mismatch in chunk b'IDAT'"):
+    end = idat + 4 + int.from_bytes(raw[idat - 4:idat], "big")
+    blind = []
+    for i in range(max(idat + 4, end - 120), end):  # PIL's blind spots lie in the last deflate bytes
+        for mask in range(1, 256):
+            b = bytearray(raw)
+            b[i] ^= mask
+            try:
+                got = np.asarray(Image.open(io.BytesIO(bytes(b))).convert("RGB"))
+            except Exception:
+                continue
+            if not np.array_equal(got, want):
+                blind.append(bytes(b))
+        if len(blind) >= 3:
+            break
+    assert blind, "PIL caught every flip here; pick another image"
+    for damaged in blind:
+        p.write_bytes(damaged)
+        with pytest.raises(DataError, match=r"ship/0000\.png: corrupt PNG \(CRC mismatch in chunk b'IDAT'"):
+            load_dataset("cifar10", "test", str(tmp_path), use_cache=False)
+    p.write_bytes(raw[:-5])
+    with pytest.raises(DataError, match=r"ship/0000\.png: truncated PNG"):
         load_dataset("cifar10", "test", str(tmp_path), use_cache=False)
-    del written
