@@ -29,7 +29,7 @@ from __future__ import annotations
 import ast
 import difflib
 import functools
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from operad.experiments.config import ConfigError
 
@@ -51,31 +51,42 @@ class ExprError(ConfigError):
         self.piece, self.line, self.col = piece, line, col
 
 
-# A compiled expression is a tree of tuples ("kind", where, ...) where
-# ``where`` = (piece, line, column) quotes the source for error messages.
-_Where = Tuple[str, int, int]
+# A compiled expression is a tree of tuples ("kind", where, ...); ``where``
+# finds the node's piece of source, line and column when an error needs them.
+class _Where:
+    __slots__ = ("lines", "pos")
+
+    def __init__(self, lines: List[str], node: ast.AST):
+        self.lines, self.pos = lines, (node.lineno, node.col_offset, node.end_lineno, node.end_col_offset)
+
+    def locate(self) -> Tuple[str, int, int]:
+        """(piece, line, column) in the text (ast counts UTF-8 bytes; this counts characters)."""
+        l0, c0, l1, c1 = self.pos
+        enc = [self.lines[i].encode() for i in range(l0 - 1, l1)]
+        if l0 == l1:
+            piece = enc[0][c0:c1].decode(errors="replace")
+        else:
+            piece = " ".join([enc[0][c0:].decode(errors="replace")] + [e.decode() for e in enc[1:-1]]
+                             + [enc[-1][:c1].decode(errors="replace")])
+        piece = " ".join(piece.split())
+        if len(piece) > 60:
+            piece = piece[:57] + "..."
+        return piece, l0 - 1, len(enc[0][:c0].decode(errors="replace"))
 
 
 class _Compiler:
     """Turns the ``ast`` of one expression into a plan, refusing anything outside the grammar."""
 
     def __init__(self, text: str, source: str):
-        self.text, self.source = text, source
-        self.wrapped = "(\n" + text + "\n)"  # multi-line configs; line 1 of the text is line 2 here
+        self.text, self.source = text.replace("\r\n", "\n").replace("\r", "\n"), source
+        self.wrapped = "(\n" + self.text + "\n)"  # multi-line configs; line 1 of the text is line 2 here
+        self.lines = self.wrapped.split("\n")
 
     def where(self, node: ast.AST) -> _Where:
-        piece = ast.get_source_segment(self.wrapped, node) or type(node).__name__
-        piece = " ".join(piece.split())
-        if len(piece) > 60:
-            piece = piece[:57] + "..."
-        line_text = self.wrapped.splitlines()[node.lineno - 1]
-        col = len(line_text.encode()[: node.col_offset].decode(errors="replace"))
-        return piece, node.lineno - 1, col
+        return _Where(self.lines, node)
 
     def fail(self, node: ast.AST, reason: str) -> ExprError:
-        piece, line, col = self.where(node)
-        return ExprError(f"{self.source}: {piece!r} at line {line}, column {col}: {reason}; {GRAMMAR}",
-                         piece, line, col)
+        return _fail_at(self.source, self.where(node), f"{reason}; {GRAMMAR}")
 
     def compile(self) -> tuple:
         try:
@@ -134,7 +145,8 @@ class _Compiler:
         if isinstance(n, ast.Call):
             return self.call(n)
         if isinstance(n, ast.Attribute):
-            if isinstance(n.value, ast.Name) and n.value.id == "ops" and not n.attr.startswith("_"):
+            if isinstance(n.value, ast.Name) and n.value.id == "ops":
+                self.operator(n)
                 raise self.fail(n, f"ops.{n.attr} is an operator constructor; call it: ops.{n.attr}(...)")
             raise self.fail(n, 'only ops.<operator>(...) and .named("...") may follow a dot')
         kind = type(n).__name__
@@ -159,6 +171,15 @@ class _Compiler:
             plan = ("binop", self.where(b), _BINOPS[op], plan, self.node(b.right))
         return plan
 
+    def operator(self, f: ast.Attribute) -> None:
+        """Refuse ``ops.NAME`` unless NAME is a registered operator."""
+        from operad.operators.algebra.term import OPS
+
+        if f.attr.startswith("_") or f.attr not in OPS:
+            close = difflib.get_close_matches(f.attr, list(OPS), n=3)
+            hint = f" (did you mean {', '.join('ops.' + c for c in close)}?)" if close else ""
+            raise self.fail(f, f"ops has no operator {f.attr!r}{hint}")
+
     def call(self, n: ast.Call) -> tuple:
         f = n.func
         for a in n.args:
@@ -170,12 +191,7 @@ class _Compiler:
             if k.arg.startswith("__"):
                 raise self.fail(k.value, f"the keyword {k.arg!r} is not allowed")
         if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "ops":
-            from operad.operators.algebra.term import OPS
-
-            if f.attr.startswith("_") or f.attr not in OPS:
-                close = difflib.get_close_matches(f.attr, list(OPS), n=3)
-                hint = f" (did you mean {', '.join('ops.' + c for c in close)}?)" if close else ""
-                raise self.fail(f, f"ops has no operator {f.attr!r}{hint}")
+            self.operator(f)
             return ("call", self.where(n), f.attr, [self.node(a) for a in n.args],
                     [(k.arg, self.node(k.value)) for k in n.keywords])
         if isinstance(f, ast.Attribute) and f.attr == "named":
@@ -192,7 +208,7 @@ def _compile(text: str, source: str) -> tuple:
 
 
 def _fail_at(source: str, where: _Where, reason: str) -> ExprError:
-    piece, line, col = where
+    piece, line, col = where.locate()
     return ExprError(f"{source}: {piece!r} at line {line}, column {col}: {reason}", piece, line, col)
 
 

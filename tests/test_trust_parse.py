@@ -124,6 +124,8 @@ def test_hostile_expressions_raise_and_execute_nothing(tmp_path):
     ("ops.conv(classes)", "classes", 1, 9, "name 'classes'"),
     ("ops.conv(8)\n>> ops.convv(8)", "ops.convv", 2, 3, "did you mean ops.conv"),
     ("ops.conv(8) >> ops.relu", "ops.relu", 1, 15, r"call it: ops\.relu\(\.\.\.\)"),
+    ("ops.conv(8) >> ops.rleu", "ops.rleu", 1, 15, r"no operator 'rleu' \(did you mean ops\.relu"),
+    ("ops.conv('é') >> ops.__class__", "ops.__class__", 1, 17, "no operator '__class__'"),
     ("ops.conv(8) - ops.relu()", "ops.conv(8) - ops.relu()", 1, 0, "operator Sub"),
     ("ops.conv(8).named(1)", "ops.conv(8).named(1)", 1, 0, "one string"),
     ("ops.conv(8) * 'a'", "ops.conv(8) * 'a'", 1, 0, "positive int"),
