@@ -480,8 +480,9 @@ def class_mismatch(found: Sequence[str], expected: Sequence[str]) -> str:
     found, expected = list(found), list(expected)
     if found == expected:
         return ""
-    missing = [c for c in expected if c not in set(found)]
-    extra = [c for c in found if c not in set(expected)]
+    have, want = set(found), set(expected)
+    missing = [c for c in expected if c not in have]
+    extra = [c for c in found if c not in want]
     parts = ([f"missing classes: {_names(missing)}"] if missing else []) + \
             ([f"extra classes: {_names(extra)}"] if extra else [])
     return "; ".join(parts) or f"the same classes in another order ({_names(found)} vs {_names(expected)})"

@@ -198,13 +198,11 @@ def _try(target, data):
             f.write(target.raw)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    shared = os.environ.get("OPERAD_SHARED_DATA",
-                            os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-    if not os.path.isdir(os.path.join(shared, "cifar10")) or not os.path.isdir(os.path.join(shared, "camvid")):
-        pytest.skip(f"shared data not found at {shared}")
-    return _make_corpus(shared, str(tmp_path_factory.mktemp("fuzz")))
+@pytest.fixture
+def corpus(shared_data, tmp_path):
+    if not os.path.isdir(os.path.join(shared_data, "cifar10")) or not os.path.isdir(os.path.join(shared_data, "camvid")):
+        pytest.skip(f"shared data at {shared_data} lacks cifar10/ or camvid/")
+    return _make_corpus(shared_data, str(tmp_path / "fuzz"))
 
 
 def _targets(roots, cache_dir):
