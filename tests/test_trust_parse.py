@@ -193,3 +193,45 @@ def test_cli_summary_and_verify_refuse_hostile_expressions(tmp_path, capsys):
         assert not marker.exists(), "the command line ran code"
         assert rc == 2
         assert "__globals__" in capsys.readouterr().err
+
+
+def test_fuzzed_expressions_give_a_term_or_a_config_error(tmp_path):
+    """Seeded fuzz: token soups with hostile pieces, and shipped expressions with
+    characters deleted, doubled or swapped. Each must parse to a term or raise a
+    ConfigError (never another exception), and nothing may run."""
+    import numpy as np
+
+    from operad.operators.algebra.term import Term
+
+    marker = tmp_path / "pwned"
+    tokens = ["ops", ".", "conv", "relu", "bn", "global_pool", "linear", "residual", "named", "__globals__",
+              "__class__", "__import__", "(", ")", "[", "]", ",", ">>", "*", "+", "-", "**", "8", "16", "0", "-1",
+              "2.5", "'stem'", "num_classes", "k", "=", "lambda", ":", "if", "else", "for", "in", "{", "}", "\n",
+              f"open({str(marker)!r}, 'w')", f"__import__('os').system('touch {marker}')", "getattr", "x"]
+    rng = np.random.default_rng(14)
+    cases = [" ".join(rng.choice(tokens, size=int(rng.integers(1, 14)))) for _ in range(1500)]
+    for expr in SHIPPED[:8]:
+        for _ in range(60):
+            chars = list(expr)
+            i = int(rng.integers(len(chars)))
+            op = rng.integers(3)
+            if op == 0:
+                del chars[i]
+            elif op == 1:
+                chars.insert(i, chars[i])
+            else:
+                j = int(rng.integers(len(chars)))
+                chars[i], chars[j] = chars[j], chars[i]
+            cases.append("".join(chars))
+    outcomes = {"term": 0, "ConfigError": 0}
+    for expr in cases:
+        try:
+            got = parse_expr(expr, num_classes=10)
+        except ConfigError:
+            outcomes["ConfigError"] += 1
+        else:
+            assert isinstance(got, Term), expr
+            outcomes["term"] += 1
+        assert not marker.exists(), expr
+    print(f"\n{len(cases)} fuzzed expressions: {outcomes}")
+    assert outcomes["term"] > 0 and outcomes["ConfigError"] > 0, outcomes
