@@ -142,22 +142,20 @@ class Target:
             return "same"
         if got.images.shape != w.images.shape or got.images.dtype != np.uint8 or got.classes != w.classes:
             return None
-        return self.explain(got, offset, flipped) if self.explain else None
+        return self.explain(w, got, offset, flipped) if self.explain else None
 
 
 def _jpeg_explain(index):
-    def explain(got, offset, flipped):
+    def explain(want, got, offset, flipped):
         others = np.ones(len(got.images), bool)
         others[index] = False
-        ok = np.array_equal(got.images[others], explain.want.images[others]) and \
-            np.array_equal(got.labels, explain.want.labels)
+        ok = np.array_equal(got.images[others], want.images[others]) and np.array_equal(got.labels, want.labels)
         return "undetectable: the damaged JPEG decodes to other pixels" if ok else None
     return explain
 
 
-def _pickle_explain(target_raw, payload_at, label_bytes):
-    def explain(got, offset, flipped):
-        w = explain.want
+def _pickle_explain(payload_at, label_bytes):
+    def explain(w, got, offset, flipped):
         if offset is None:
             return None
         if payload_at <= offset < payload_at + 10 * 3072 and np.array_equal(got.labels, w.labels):
@@ -217,11 +215,9 @@ def _targets(roots, cache_dir):
 
     ts = []
     for i in (0, 3, 8):
-        t = Target("JPEG image (real CIFAR-10 file)",
-                   os.path.join(roots["jpg"], "cifar10", "test", CLASSES[i], "0000.jpg"), cifar(roots["jpg"]),
-                   _jpeg_explain(i))
-        t.explain.want = t.want
-        ts.append(t)
+        ts.append(Target("JPEG image (real CIFAR-10 file)",
+                         os.path.join(roots["jpg"], "cifar10", "test", CLASSES[i], "0000.jpg"), cifar(roots["jpg"]),
+                         _jpeg_explain(i)))
     for i in (1, 6):
         ts.append(Target("PNG image (real CIFAR-10 pixels)",
                          os.path.join(roots["png"], "cifar10", "test", CLASSES[i], "0000.png"), cifar(roots["png"])))
@@ -235,8 +231,8 @@ def _targets(roots, cache_dir):
         want = cifar(roots[name])()
         at = raw.find(np.ascontiguousarray(want.images.transpose(0, 3, 1, 2)).tobytes())
         assert at > 0
-        t = Target(kind, path, cifar(roots[name]), _pickle_explain(raw, at, _label_arg_bytes(raw)))
-        t.explain.want, t.payload = t.want, (at, at + 10 * 3072)
+        t = Target(kind, path, cifar(roots[name]), _pickle_explain(at, _label_arg_bytes(raw)))
+        t.payload = (at, at + 10 * 3072)
         ts.append(t)
     ts.append(Target("CIFAR meta pickle (batches.meta)",
                      os.path.join(roots["pickle2"], "cifar-10-batches-py", "batches.meta"), cifar(roots["pickle2"])))
