@@ -53,8 +53,8 @@ class DivergenceError(RuntimeError):
 
 def build_model(cfg: Config, num_classes: int, in_chans: int = 3) -> nn.Module:
     """The model of a config: ``create_model(cfg.model, ...)`` or the term
-    ``cfg.model_expr`` (evaluated with only ``ops`` and ``num_classes`` in
-    scope) bound to ``Field(in_chans)``.
+    ``cfg.model_expr`` (parsed by :func:`operad.experiments.expr.parse_expr`,
+    never ``eval``) bound to ``Field(in_chans)``.
 
     >>> from operad.experiments.config import Config
     >>> m = build_model(Config(model_expr="ops.conv(4) >> ops.global_pool() >> ops.linear(num_classes)"), 10)
@@ -62,14 +62,10 @@ def build_model(cfg: Config, num_classes: int, in_chans: int = 3) -> nn.Module:
     torch.Size([2, 10])
     """
     if cfg.model_expr:
-        from operad import Field, ops
+        from operad import Field
+        from operad.experiments.expr import parse_expr
 
-        try:
-            term = eval(f"({cfg.model_expr.strip()})", {"__builtins__": {}}, {"ops": ops, "num_classes": num_classes})  # noqa: S307
-        except Exception as e:
-            raise ConfigError(f"model_expr {cfg.model_expr!r} failed: {type(e).__name__}: {e}") from None
-        if not hasattr(term, "bind"):
-            raise ConfigError(f"model_expr must give an operad term (with .bind), got {type(term).__name__}")
+        term = parse_expr(cfg.model_expr, num_classes)
         model = term.bind(Field(in_chans))
         model.model_name = "expr"
         return model
