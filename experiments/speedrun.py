@@ -49,7 +49,11 @@ from torch import nn
 from operad.experiments.data import ArrayData, load_dataset
 from operad.operators.whiten import PatchWhitening
 
-__all__ = ["SpeedConfig", "run", "run_config", "train_speedrun", "init_whitening", "flip_mask", "alternating_flip",
+#: tiny settings for smoke tests (seconds on a CPU): ``run(data_root, "cpu", runs=1, **SMOKE)``
+SMOKE: Dict[str, Any] = {"subset": 10, "val_subset": 5, "epochs": 1.0, "batch_size": 50, "eval_batch_size": 50,
+                         "whiten_images": 100, "model_args": {"widths": [16, 32, 32]}, "target": None}
+
+__all__ = ["SMOKE", "SpeedConfig", "run", "run_config", "train_speedrun", "init_whitening", "flip_mask", "alternating_flip",
            "random_translate", "triangle", "make_optimizer", "Lookahead", "tta_views", "tta_logits", "tta_accuracy",
            "DeviceSplit"]
 
@@ -300,9 +304,10 @@ class Lookahead:
     @torch.no_grad()
     def update(self, model: nn.Module, decay: float) -> None:
         state = model.state_dict()
-        for k, a in self.avg.items():
-            a.lerp_(state[k], 1 - decay)
-            state[k].copy_(a)
+        avg = list(self.avg.values())
+        cur = [state[k] for k in self.avg]
+        torch._foreach_lerp_(avg, cur, 1 - decay)
+        torch._foreach_copy_(cur, avg)
 
 
 # ----------------------------------------------------------------------------- evaluation
