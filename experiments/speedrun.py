@@ -449,7 +449,7 @@ def _train_epoch(lp: _Loop, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         lp.opt.step()
         lp.step += 1
         loss_sum += loss.detach()
-        if lp.step >= la_from and lp.step % cfg.lookahead_every == 0:
+        if lp.step > la_from and lp.step % cfg.lookahead_every == 0:  # the step just taken lies past the start
             if lp.lookahead is None:
                 lp.lookahead = Lookahead(lp.model)
             else:

@@ -1,5 +1,6 @@
 """The speed recipe: patch whitening, identity init, alternating flip, translation,
 the optimiser, lookahead, test-time augmentation and a tiny end-to-end run."""
+import dataclasses
 import json
 import math
 import os
@@ -256,3 +257,29 @@ def test_smoke_settings_run_on_the_shared_data(shared_data):
     out = sr.run(shared_data, "cpu", runs=1, **sr.SMOKE)
     assert out["runs_done"] == 1 and out["train_size"] == 100 and out["test_size"] == 50
     assert 0.0 <= out["acc_mean"] <= 1.0 and out["time_to_target_mean_s"] is None
+
+
+def test_bf16_path_runs_on_cpu():
+    # the CUDA path's dtypes (bf16 images, autocast, whitening fitted from bf16 inputs), exercised on the CPU
+    out = sr.run(train_data=_syn(128, 0), val_data=_syn(40, 1), device="cpu", runs=1, epochs=2, target=None,
+                 amp="bf16", **TINY)
+    r = out["runs"][0]
+    assert r["completed"] and all(math.isfinite(v) for v in r["epoch_loss"]) and out["acc_mean"] > 0.1
+
+
+def test_lookahead_starts_with_the_first_step_of_its_epoch():
+    cfg = sr.SpeedConfig.from_dict({**TINY, "epochs": 3, "lookahead_start_epochs": 1.0, "lookahead_every": 4})
+    train = sr.DeviceSplit.from_array(_syn(256, 0), "cpu")
+    lp = sr._start(cfg, train, torch.device("cpu"), 0)
+    x = train.normalized()
+    sr._train_epoch(lp, x, train.labels)
+    assert lp.step == 4 and lp.lookahead is None  # step 4 ends epoch 0: no averaging yet
+    sr._train_epoch(lp, x, train.labels)
+    assert lp.step == 8 and lp.lookahead is not None
+    # every 3 steps: created at step 6, steps 7 and 8 move the model, the end of the epoch syncs it back
+    cfg = dataclasses.replace(cfg, lookahead_every=3)
+    lp = sr._start(cfg, train, torch.device("cpu"), 0)
+    sr._train_epoch(lp, x, train.labels)
+    sr._train_epoch(lp, x, train.labels)
+    state = lp.model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in lp.lookahead.avg.items())
