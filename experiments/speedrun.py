@@ -294,7 +294,7 @@ class Lookahead:
     model, ``avg <- decay * avg + (1 - decay) * model``, and copies it back.
 
     >>> m = nn.Linear(1, 1, bias=False); _ = m.weight.data.zero_(); la = Lookahead(m)
-    >>> _ = m.weight.data.fill_(1.0); la.update(m, 0.75); float(m.weight)
+    >>> _ = m.weight.data.fill_(1.0); la.update(m, 0.75); float(m.weight.detach())
     0.25
     """
 
@@ -573,6 +573,13 @@ def run(data_root: Optional[str] = None, device="auto", runs: int = 5, target: O
     untimed one-epoch warm-up run comes first (cuDNN autotuning, compilation).
     ``out`` names a JSON file to write the result to.
 
+    Keys of the result: ``accs`` (test accuracy with TTA per finished run),
+    ``acc_mean``/``acc_std``, ``accs_no_tta``, ``times_s`` (timed seconds per
+    run), ``times_to_target_s`` (None where a run missed ``target``),
+    ``all_reached``, ``time_to_target_mean_s`` (None unless all reached),
+    ``train_img_per_s``, ``runs`` (everything per run, with the loss per epoch),
+    ``cut_short``, ``device``/``gpu``/``torch``, ``config`` (the settings).
+
     >>> from operad.experiments.synthetic import class_images                       # doctest: +SKIP
     >>> run(train_data=..., val_data=..., runs=1, epochs=2, target=None)["acc_mean"]  # doctest: +SKIP
     """
@@ -585,6 +592,8 @@ def run(data_root: Optional[str] = None, device="auto", runs: int = 5, target: O
     if val_data is None:
         val_data = load_dataset(dataset, "test", data_root, val_subset or None)
     train, test = DeviceSplit.from_array(train_data, dev), DeviceSplit.from_array(val_data, dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels (during the warm-up)
     if warmup if warmup is not None else dev.type == "cuda":
         train_speedrun(dataclasses.replace(cfg, epochs=min(cfg.epochs, 1.0), eval_every=0, progress=False),
                        train, test, dev, seed=cfg.seed + 100_000)

@@ -283,3 +283,13 @@ def test_lookahead_starts_with_the_first_step_of_its_epoch():
     sr._train_epoch(lp, x, train.labels)
     state = lp.model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in lp.lookahead.avg.items())
+
+
+@pytest.mark.parametrize("mod", ["operad.models.speedrun", "operad.experiments.speedrun", "operad.operators.whiten",
+                                 "operad.operators.scale", "operad.operators.conv"])
+def test_docstring_examples(mod):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(mod), optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0
