@@ -489,7 +489,7 @@ def train_speedrun(cfg: SpeedConfig, train: DeviceSplit, test: DeviceSplit, devi
     images = EpochImages(x_train, cfg.flip, cfg.translate, seed)
     clock.stop()
     whiten_bias = [m.bias for m in lp.model.modules() if isinstance(m, PatchWhitening) and m.bias is not None]
-    rec: Dict[str, Any] = {"seed": seed, "completed": True, "epoch_loss": [], "evals": []}
+    rec: Dict[str, Any] = {"seed": seed, "completed": True, "epoch_loss": [], "epoch_s": [], "evals": []}
     train_s, hit = 0.0, None
     for epoch in range(math.ceil(cfg.epochs)):
         if lp.step >= lp.total:
@@ -501,7 +501,8 @@ def train_speedrun(cfg: SpeedConfig, train: DeviceSplit, test: DeviceSplit, devi
             b.requires_grad_(epoch < cfg.whiten_bias_epochs)
         clock.start()
         loss = _train_epoch(lp, images.epoch(epoch, lp.gen), train.labels)
-        train_s += clock.stop()
+        rec["epoch_s"].append(clock.stop())
+        train_s += rec["epoch_s"][-1]
         rec["epoch_loss"].append(float(loss) / (lp.batch * lp.spe))
         if not math.isfinite(rec["epoch_loss"][-1]):
             raise RuntimeError(f"speedrun diverged in epoch {epoch} (loss {rec['epoch_loss'][-1]}); lower lr")
