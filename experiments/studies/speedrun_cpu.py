@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,7 +62,10 @@ def resnet_arm(train, test, epochs: int, seed: int) -> Dict[str, Any]:
           "checkpoint_every": 0, "measure_speed": False, "progress": False, "plot_every": 0, "threads": 1,
           "out_dir": out, "seed": seed, "log_every": 10}
     cfg = expand_runs(load_config("resnet20_cifar10"), ov, profile="gpu")[0]
-    r = train_run(cfg, train_data=train, val_data=test)
+    try:
+        r = train_run(cfg, train_data=train, val_data=test)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)  # the figures are returned; the run folder is scratch
     keys = ("batch_size", "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs",
             "crop_padding", "flip", "label_smoothing")
     return {"model": "resnet20", "recipe": "engine (resnet20_cifar10.toml)", "top1": r["top1"],
