@@ -293,3 +293,19 @@ def test_docstring_examples(mod):
 
     res = doctest.testmod(importlib.import_module(mod), optionflags=doctest.ELLIPSIS)
     assert res.failed == 0 and res.attempted > 0
+
+
+@pytest.mark.slow  # two small trainings through both engines: ~15 s on the shared CPU
+def test_cpu_proxy_study_writes_its_figures(shared_data, tmp_path):
+    from operad.experiments.studies import speedrun_cpu
+
+    n = torch.get_num_threads()
+    try:
+        rec = speedrun_cpu.main(["--data", shared_data, "--per-class", "13", "--test-per-class", "2", "--epochs", "1",
+                                 "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(n)
+    assert rec["setup"]["train_size"] == 130 and rec["speedrun"]["steps"] == 1 and rec["resnet20"]["steps"] == 1
+    on_disk = json.load(open(tmp_path / "speedrun_cpu.json"))
+    assert on_disk["speedrun"]["top1"] == rec["speedrun"]["top1"]
+    assert "| cifar10_speedrun |" in (tmp_path / "README.md").read_text()
