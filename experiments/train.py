@@ -329,6 +329,10 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False, model:
               train_data: Optional[ArrayData] = None, val_data: Optional[ArrayData] = None) -> Dict[str, Any]:
     """Train one validated :class:`Config`; returns the run's summary (also
     written to ``<out_dir>/<name>/summary.json``)."""
+    if cfg.recipe == "speedrun":  # a recipe with its own loop (operad.experiments.speedrun)
+        from operad.experiments.speedrun import run_config
+
+        return run_config(cfg)
     threads_before = torch.get_num_threads()
     try:
         return _train_run(cfg, resume, overwrite, model, train_data, val_data)
