@@ -22,7 +22,6 @@ import math
 import os
 import platform
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -39,15 +38,21 @@ from operad.experiments.augment import Augment, DeviceBatches, SegAugment, mix_b
 from operad.experiments.config import Config, ConfigError, dump_toml, expand_runs, load_config
 from operad.experiments.data import ArrayData, load_dataset
 from operad.experiments.evaluate import evaluate
+from operad.experiments.resume import OPTIMIZER_KEYS, SCHEDULE_KEYS, resume_changes
+from operad.experiments.run_dir import RunDir
 
-__all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "EMA", "make_optimizer", "make_schedule",
-           "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
+__all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "CheckpointError", "EMA",
+           "make_optimizer", "make_schedule", "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
 
 CKPT = "checkpoint.pt"
 
 
 class DivergenceError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointError(OSError):
+    """Writing a checkpoint failed; the previous one (if any) is intact."""
 
 
 # ----------------------------------------------------------------------------- model
@@ -196,14 +201,27 @@ def _set_rng_state(st: Dict[str, Any]) -> None:
 
 def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then
-    ``os.replace``: a reader sees the old or the new checkpoint, never half."""
+    ``os.replace``: a reader sees the old or the new checkpoint, never half.
+    A write that fails (disk full, I/O error) removes its temporary and
+    raises :class:`CheckpointError`; the file at ``path`` is left as it was.
+
+    >>> import tempfile; p = os.path.join(tempfile.mkdtemp(), "c.pt")
+    >>> save_checkpoint(p, {"step": 3}); load_checkpoint(p)["step"]
+    3
+    """
     d = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports failed writes as RuntimeError
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        prev = f"the previous file at {path} is intact" if os.path.isfile(path) else f"{path} was not written"
+        raise CheckpointError(f"writing {path} failed ({type(e).__name__}: {e}); {prev}") from e
 
 
 def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
@@ -299,12 +317,13 @@ def _amp_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
 #
 # ``_train_run`` reads top to bottom:
 #   1. _setup_process   where this process runs: rank, device, threads, seeds
-#   2. _build_data      data sets, batch streams, steps per epoch and in all
-#   3. _build_model     the model on its device
-#   4. _Optimisation    optimiser, LR schedule, EMA, AMP scaler
-#   5. _open_run_dir    the run directory (never clobbering a run)
-#   6. _restore         resume from the run's checkpoint
-#   7. _write_record    config.toml and env.json
+#   2. _open_run_dir    the run directory (never clobbering a run or a user's
+#                       file) and, on resume, the checkpoint and what changed
+#   3. _build_data      data sets, batch streams, steps per epoch and in all
+#   4. _build_model     the model on its device
+#   5. _Optimisation    optimiser, LR schedule, EMA, AMP scaler
+#   6. _restore         resume from the checkpoint, applying changed keys
+#   7. _write_record    the resolved config and env.json
 #   8. _Loop            the steps, logging windows, evaluation and checkpoints
 #   9. _finish          final evaluation, files and summary
 
@@ -473,60 +492,119 @@ class _Optimisation:
             self.scaler.load_state_dict(ck["scaler"])
 
 
-def _open_run_dir(cfg: Config, proc: _Process, resume: bool, overwrite: bool) -> str:
-    """Stage 5: ``<out_dir>/<name>``; an existing run needs ``resume`` or ``overwrite``."""
-    run_dir = os.path.abspath(os.path.join(cfg.out_dir, cfg.name))
-    ckpt_path = os.path.join(run_dir, CKPT)
+@dataclass
+class _Opened:
+    """The run directory, and on resume the checkpoint (on the CPU) and the
+    config keys that differ from it (``{key: (old, new)}``, all changeable)."""
+
+    run: RunDir
+    checkpoint: Optional[Dict[str, Any]] = None
+    changes: Dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.run.path
+
+
+def _open_run_dir(cfg: Config, proc: _Process, resume: bool, overwrite: bool) -> _Opened:
+    """Stage 2, before any data is read: check ``<out_dir>/<name>`` may take
+    the run (:class:`RunDir`), load the checkpoint to resume and compare its
+    config with this one (a key that may not change is a :class:`ConfigError`),
+    then (main rank) create, mark, overwrite and clean the directory."""
+    run = RunDir.open(cfg.out_dir, cfg.name, resume, overwrite)
+    opened = _Opened(run)
+    ckpt_path = run.file(CKPT)
+    if resume and os.path.isfile(ckpt_path):
+        opened.checkpoint = load_checkpoint(ckpt_path, "cpu")
+        opened.changes = resume_changes(opened.checkpoint.get("config") or {}, cfg)
+    proc.barrier()  # every rank has checked before the main rank changes anything
     if proc.main:
-        if os.path.exists(ckpt_path) and not resume and not overwrite:
-            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
-                              f"start again, or choose another name= / out_dir=")
-        if overwrite and not resume and os.path.isfile(os.path.join(run_dir, "config.toml")):
-            shutil.rmtree(run_dir)
-        os.makedirs(run_dir, exist_ok=True)
+        run.prepare()
+        for m in run.messages:
+            _print(f"[{cfg.name}] {m}", True)
     proc.barrier()
-    return run_dir
+    return opened
 
 
 @dataclass
 class _Start:
-    """Where the loop starts: the step, the best evaluation so far, and the
-    step of the checkpoint resumed from (None for a fresh run)."""
+    """Where the loop starts: the step, the best evaluation so far, the step
+    of the checkpoint resumed from (None for a fresh run), and the logging
+    window the checkpoint was in the middle of."""
 
     step: int = 0
     best: Dict[str, Any] = field(default_factory=dict)
     resumed_from: Optional[int] = None
+    window: Optional[Dict[str, Any]] = None
 
 
-def _restore(cfg: Config, proc: _Process, run_dir: str, resume: bool, model: nn.Module, optim: _Optimisation,
+def _restore(cfg: Config, proc: _Process, opened: _Opened, data: _Data, model: nn.Module, optim: _Optimisation,
              log: _Log) -> _Start:
-    """Stage 6: with ``resume`` and a checkpoint, restore the model, the
-    optimisation state and every generator, and drop log records past it."""
-    ckpt_path = os.path.join(run_dir, CKPT)
-    if resume and os.path.isfile(ckpt_path):
-        ck = load_checkpoint(ckpt_path, proc.device)
-        model.load_state_dict(ck["model"])
-        optim.load_state_dict(ck)
-        _set_rng_state(ck["rng"])
-        step = int(ck["step"])
+    """Stage 6: from a checkpoint, restore the model, the optimisation state
+    and every generator, apply the changed keys (:func:`_apply_changes`) and
+    drop log records past it; a fresh run starts an empty log."""
+    ck = opened.checkpoint
+    if ck is None:
         if proc.main:
-            log.truncate_after(step)
-        _print(f"[{cfg.name}] resumed from step {step} ({ckpt_path})", proc.main)
-        return _Start(step, dict(ck.get("best", {})), step)
-    if resume:
-        _print(f"[{cfg.name}] --resume: no checkpoint in {run_dir}; starting from scratch", proc.main)
-    return _Start()
+            log.truncate_after(0)  # records of an earlier attempt that never reached a checkpoint
+        if opened.run.resume:
+            _print(f"[{cfg.name}] --resume: no checkpoint in {opened.path}; starting from scratch", proc.main)
+        return _Start()
+    model.load_state_dict(ck["model"])
+    optim.load_state_dict(ck)
+    _set_rng_state(ck["rng"])
+    step = int(ck["step"])
+    if proc.main:
+        log.truncate_after(step)
+    _print(f"[{cfg.name}] resumed from step {step} ({opened.run.file(CKPT)})", proc.main)
+    if opened.changes:
+        for line in _apply_changes(cfg, optim, data, step, opened.changes):
+            _print(f"[{cfg.name}] {line}", proc.main)
+    return _Start(step, dict(ck.get("best", {})), step, ck.get("window"))
 
 
-def _write_record(cfg: Config, proc: _Process, run_dir: str, n_params: int, start: _Start) -> None:
-    """Stage 7: the resolved ``config.toml`` and ``env.json`` (versions, host, device)."""
+def _apply_changes(cfg: Config, optim: _Optimisation, data: _Data, step: int,
+                   changes: Dict[str, tuple]) -> List[str]:
+    """Make the restored optimiser follow the changed keys: optimiser
+    hyper-parameters into its parameter groups; a changed ``lr`` or schedule
+    rescales the schedule (its base lr becomes ``cfg.lr``, the current lr
+    ``cfg.lr * lr_factor(step)``). Returns the lines to print."""
+    lines = ["resume changes " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())]
+    groups = optim.opt.param_groups
+    if OPTIMIZER_KEYS & set(changes):
+        groups[0]["weight_decay"] = cfg.weight_decay  # the other group holds norms and biases, never decayed
+        for g in groups:
+            if "momentum" in g:
+                g["momentum"] = cfg.momentum
+                g["nesterov"] = cfg.nesterov and cfg.momentum > 0
+            if "betas" in g:
+                g["betas"] = tuple(cfg.betas)
+    if SCHEDULE_KEYS & set(changes):
+        was = groups[0]["lr"]
+        f = lr_factor(cfg, step, data.total, data.spe)
+        for g in groups:
+            g["initial_lr"] = cfg.lr
+            g["lr"] = cfg.lr * f
+        optim.sched.base_lrs = [cfg.lr] * len(groups)
+        optim.sched._last_lr = [g["lr"] for g in groups]
+        lines.append(f"the LR schedule is rescaled to lr {cfg.lr:g} over {data.total} steps: step {step} "
+                     f"continues at lr {groups[0]['lr']:.6g} (the checkpoint's schedule was at {was:.6g})")
+    return lines
+
+
+def _write_record(cfg: Config, proc: _Process, opened: _Opened, n_params: int, start: _Start) -> None:
+    """Stage 7: the resolved config (``config.toml``, or ``config.resolved.toml``
+    beside a user's own ``config.toml``) and ``env.json`` (versions, host,
+    device, what a resume changed)."""
     if not proc.main:
         return
-    with open(os.path.join(run_dir, "config.toml"), "w") as f:
+    with open(opened.run.file(opened.run.config_name), "w") as f:
         f.write(dump_toml(cfg.to_dict(), f"operad run config ({cfg.name}); written {datetime.datetime.now():%c}"))
     env = environment(proc.device)
     env.update(world_size=proc.world, params=n_params, resumed_from=start.resumed_from)
-    with open(os.path.join(run_dir, "env.json"), "w") as f:
+    if opened.changes:
+        env["resume_changes"] = {k: list(v) for k, v in opened.changes.items()}
+    with open(opened.run.file("env.json"), "w") as f:
         json.dump(env, f, indent=2, default=str)
 
 
@@ -562,6 +640,16 @@ class _Window:
     def restart_clock(self) -> None:
         self.t0 = time.perf_counter()
 
+    def state_dict(self) -> Dict[str, Any]:
+        """The accumulated loss, correct and seen counts and steps (not images
+        or time: throughput is measured per process)."""
+        return {"loss": self.loss.detach().cpu().clone(), "correct": self.correct.detach().cpu().clone(),
+                "seen": self.seen.detach().cpu().clone(), "steps": self.steps}
+
+    def load_state_dict(self, st: Dict[str, Any]) -> None:
+        self.loss.copy_(st["loss"]); self.correct.copy_(st["correct"]); self.seen.copy_(st["seen"])
+        self.steps = int(st["steps"])
+
 
 _METRICS = ("loss", "top1", "top5", "mean_iou", "pixel_accuracy")
 
@@ -575,6 +663,7 @@ class _Loop:
 
     def __init__(self, cfg: Config, proc: _Process, data: _Data, model: nn.Module, net: nn.Module,
                  optim: _Optimisation, log: _Log, run_dir: str, start: _Start):
+        """``start``: the step, best result and logging window to continue from."""
         self.cfg, self.proc, self.data, self.model, self.net, self.optim, self.log = \
             cfg, proc, data, model, net, optim, log
         self.run_dir = run_dir
@@ -584,6 +673,8 @@ class _Loop:
         self.last_good = {"path": self.ckpt_path if start.resumed_from is not None else None,
                           "step": start.resumed_from}
         self.window = _Window(proc.device)
+        if start.window is not None:  # the first record after a resume averages the whole window
+            self.window.load_state_dict(start.window)
         self.bad_step = torch.full((), -1, dtype=torch.long, device=proc.device)
         self.train_time = 0.0
         self.train_imgs = 0
@@ -730,17 +821,28 @@ class _Loop:
         o = self.optim.state_dict()
         return {"model": self.model.state_dict(), "optimizer": o["optimizer"], "scheduler": o["scheduler"],
                 "ema": o["ema"], "scaler": o["scaler"], "rng": _rng_state(), "step": self.step,
-                "epoch": self.step / self.data.spe, "best": self.best, "config": self.cfg.to_dict()}
+                "epoch": self.step / self.data.spe, "best": self.best, "config": self.cfg.to_dict(),
+                "window": self.window.state_dict()}
 
     def save(self) -> None:
-        """Write the checkpoint (main rank) after checking the model is finite."""
+        """Write the checkpoint and its ``checkpoint.json`` sidecar (main rank)
+        after checking the model is finite. A failed write stops the run with a
+        :class:`CheckpointError` that names the intact previous checkpoint."""
         self.check_finite()  # never write a checkpoint of a diverged model
         if self.proc.main:
-            save_checkpoint(self.ckpt_path, self.checkpoint_state())
-            side = os.path.join(self.run_dir, "checkpoint.json")
-            with open(side + ".tmp", "w") as f:
-                json.dump({"step": self.step, "epoch": self.step / self.data.spe}, f)
-            os.replace(side + ".tmp", side)
+            try:
+                save_checkpoint(self.ckpt_path, self.checkpoint_state())
+                side = os.path.join(self.run_dir, "checkpoint.json")
+                with open(side + ".tmp", "w") as f:
+                    json.dump({"step": self.step, "epoch": self.step / self.data.spe}, f)
+                os.replace(side + ".tmp", side)
+            except OSError as e:
+                cause = e.__cause__ if isinstance(e, CheckpointError) and e.__cause__ is not None else e
+                lg = self.last_good
+                prev = (f"the previous checkpoint (step {lg['step']}) is intact; resume from it once the disk is "
+                        f"writable") if lg["path"] else "no earlier checkpoint exists"
+                raise CheckpointError(f"[{self.cfg.name}] the checkpoint of step {self.step} was not written to "
+                                      f"{self.ckpt_path} ({type(cause).__name__}: {cause}); {prev}") from cause
         self.last_good.update(path=self.ckpt_path, step=self.step)
 
     def check_finite(self) -> None:
@@ -867,17 +969,17 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
                train_data: Optional[ArrayData], val_data: Optional[ArrayData]) -> Dict[str, Any]:
     """The stages in order (see the comment above :class:`_Log`)."""
     proc = _setup_process(cfg)
+    opened = _open_run_dir(cfg, proc, resume, overwrite)
     data = _build_data(cfg, proc, train_data, val_data)
     model = _build_model(cfg, proc, data, model)
     n_params = sum(p.numel() for p in model.parameters())
     optim = _Optimisation(cfg, model, data, proc.device)
-    run_dir = _open_run_dir(cfg, proc, resume, overwrite)
-    log = _Log(os.path.join(run_dir, "metrics.jsonl") if proc.main else None)
-    start = _restore(cfg, proc, run_dir, resume, model, optim, log)
-    _write_record(cfg, proc, run_dir, n_params, start)
-    loop = _Loop(cfg, proc, data, model, _wrap(cfg, proc, model), optim, log, run_dir, start)
+    log = _Log(opened.run.file("metrics.jsonl") if proc.main else None)
+    start = _restore(cfg, proc, opened, data, model, optim, log)
+    _write_record(cfg, proc, opened, n_params, start)
+    loop = _Loop(cfg, proc, data, model, _wrap(cfg, proc, model), optim, log, opened.path, start)
     loop.run()
-    return _finish(cfg, proc, data, model, loop, run_dir, n_params)
+    return _finish(cfg, proc, data, model, loop, opened.path, n_params)
 
 
 def _deploy(model: nn.Module, cfg: Config, val_data, device, amp_dtype, channels_last) -> Dict[str, Any]:
