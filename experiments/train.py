@@ -39,7 +39,7 @@ from operad.experiments.config import Config, ConfigError, dump_toml, expand_run
 from operad.experiments.data import ArrayData, load_dataset
 from operad.experiments.evaluate import evaluate
 from operad.experiments.resume import OPTIMIZER_KEYS, SCHEDULE_KEYS, resume_changes
-from operad.experiments.run_dir import RunDir
+from operad.experiments.run_dir import RunDir, check_run_name
 
 __all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "CheckpointError", "EMA",
            "make_optimizer", "make_schedule", "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
@@ -1022,6 +1022,8 @@ def train(config: Union[str, os.PathLike, Dict[str, Any], Config], overrides: Un
     ov = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
     multi = bool(raw.get("runs")) and len(raw["runs"]) > 1
     cfgs = expand_runs(raw, ov, profile, only)
+    for c in cfgs:  # every run's name before the first run trains
+        check_run_name(c.name)
     results = [train_run(c, resume=resume, overwrite=overwrite, **kwargs) for c in cfgs]
     return results if multi else results[0]
 

@@ -110,6 +110,29 @@ def test_overwrite_refuses_a_directory_operad_did_not_mark(data_root, tmp_path):
     assert {p.name: _sha(p) for p in run.iterdir()} == before
 
 
+def test_a_bad_name_in_a_later_run_is_refused_before_the_first_trains(data_root, tmp_path):
+    cfg = dict(_cfg(data_root, tmp_path), runs=[{"name": "ok"}, {"name": "../escape"}])
+    with pytest.raises(ConfigError, match="'../escape' is not a plain folder name"):
+        train(cfg)
+    assert not (tmp_path / "ok").exists()
+
+
+def test_a_run_from_before_markers_resumes_and_is_adopted(data_root, tmp_path, capsys):
+    run = tmp_path / "r"
+    train(_cfg(data_root, tmp_path, epochs=1))
+    os.remove(run / MARKER)  # as an operad before markers left it
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="no .operad-run marker"):
+        train(_cfg(data_root, tmp_path, epochs=1), overwrite=True)
+    r = train(_cfg(data_root, tmp_path, epochs=2), resume=True)
+    assert r["steps"] == 2 * SPE and "resumed from step 5" in capsys.readouterr().out
+    marker = json.load(open(run / MARKER))
+    assert marker["user_files"] == ["notes.txt"]  # its own files are operad's; config.toml is rewritten in place
+    assert not (run / "config.resolved.toml").exists()
+    train(_cfg(data_root, tmp_path, epochs=1), overwrite=True)  # adopted: --overwrite works now
+    assert (run / "notes.txt").read_text() == "mine"
+
+
 def test_users_config_toml_is_never_replaced(data_root, tmp_path, capsys):
     run = tmp_path / "r"
     run.mkdir()
