@@ -209,11 +209,12 @@ class RunDir:
                            "user_files": user}
             _write_marker(self.path, self.marker)
             if user:
-                self.messages.append(f"{self.path} holds {len(user)} entries of yours; operad leaves them alone")
+                shown = ", ".join(user[:5]) + (f" and {len(user) - 5} more" if len(user) > 5 else "")
+                self.messages.append(f"{self.path} already holds {shown}; operad leaves them alone")
         elif self.overwrite and not self.resume:
             gone = self._remove_owned(user)
-            self.messages.append(f"--overwrite: removed {len(gone)} files operad wrote in {self.path}"
-                                 + (f"; kept {len(user)} of yours" if user else ""))
+            self.messages.append(f"--overwrite: removed the {len(gone)} files operad wrote in {self.path}; "
+                                 f"nothing else there was touched")
         stale = [e for e in stale_temporaries(self.path) if e not in user]
         for e in stale:
             os.remove(self.file(e))
