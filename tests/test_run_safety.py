@@ -271,6 +271,15 @@ def test_resume_applies_a_new_lr_and_length_with_the_schedule_rescaled(data_root
     assert T.load_checkpoint(str(tmp_path / "r" / "checkpoint.pt"))["config"]["lr"] == 0.01
 
 
+def test_resume_writes_new_optimiser_hyper_parameters_into_the_restored_optimiser(data_root, tmp_path, capsys):
+    train(_cfg(data_root, tmp_path, epochs=1, momentum=0.9, weight_decay=5e-4))
+    train(_cfg(data_root, tmp_path, epochs=2, momentum=0.5, weight_decay=1e-3, nesterov=False), resume=True)
+    assert "momentum 0.9 -> 0.5, nesterov True -> False, weight_decay 0.0005 -> 0.001" in capsys.readouterr().out
+    groups = T.load_checkpoint(str(tmp_path / "r" / "checkpoint.pt"))["optimizer"]["param_groups"]
+    assert [(g["momentum"], g["nesterov"], g["weight_decay"]) for g in groups] == [(0.5, False, 1e-3),
+                                                                                 (0.5, False, 0.0)]
+
+
 def test_the_divergence_advice_works_end_to_end(data_root, tmp_path, capsys):
     # sane for three epochs, then the step schedule multiplies the lr by 2**50: the run diverges in epoch 4
     cfg = _cfg(data_root, tmp_path, epochs=6, lr=0.05, momentum=0.0, schedule="step", milestones=[3],
