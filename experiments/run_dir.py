@@ -159,8 +159,9 @@ class RunDir:
         writes (but ``config.toml``)."""
         check_run_name(name)
         path = os.path.abspath(os.path.join(out_dir or ".", name))
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise ConfigError(f"{path} exists and is not a directory; choose another name= or out_dir=")
+        for p in (os.path.dirname(path), path):
+            if os.path.exists(p) and not os.path.isdir(p):
+                raise ConfigError(f"{p} exists and is not a directory; choose another name= or out_dir=")
         marker = _read_marker(path)
         rd = cls(path, resume, overwrite, marker)
         if not os.path.isdir(path):

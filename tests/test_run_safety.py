@@ -78,6 +78,15 @@ def test_names_that_are_not_plain_folder_names_are_refused_before_data(tmp_path,
     assert not out.exists()
 
 
+def test_an_out_dir_or_run_path_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ConfigError, match="afile exists and is not a directory"):
+        RunDir.open(str(tmp_path / "afile"), "r")
+    with pytest.raises(ConfigError, match="afile exists and is not a directory"):
+        RunDir.open(str(tmp_path), "afile")
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 # ----------------------------------------------------------------------------- overwrite
 
 def test_overwrite_deletes_only_operads_files(data_root, tmp_path):
