@@ -245,7 +245,8 @@ def binary_conv(out: Channels = None, k=3, stride: int = 1, dilation: int = 1, g
     >>> ops.binary_conv(16, scheme="xnor").bind(Field(8)).out_type
     Field(16)
     """
-    return BinaryConv(out, k, stride, dilation, groups, bias, padding, padding_mode, scheme, center, scale_input)
+    return BinaryConv(out=out, k=k, stride=stride, dilation=dilation, groups=groups, bias=bias, padding=padding,
+                      padding_mode=padding_mode, scheme=scheme, center=center, scale_input=scale_input)
 
 
 # ---------------------------------------------------------------------------
@@ -321,4 +322,4 @@ def binary_linear(out: Channels, bias: bool = True, scheme: str = "bwn", center:
     >>> ops.binary_linear(10, scheme="xnor").bind(Field(64, rank=0)).out_type
     Field(10, rank=0)
     """
-    return BinaryLinear(out, bias, scheme, center)
+    return BinaryLinear(out=out, bias=bias, scheme=scheme, center=center)

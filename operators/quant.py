@@ -274,8 +274,9 @@ def quant_conv(out: Channels = None, k=3, stride: int = 1, dilation: int = 1, gr
     >>> ops.quant_conv(16, w_bits=2, a_bits=2).bind(Field(8)).out_type
     Field(16)
     """
-    return QuantConv(out, k, stride, dilation, groups, bias, padding, padding_mode, w_bits, a_bits,
-                     tuple(a_range), log, grad_bits)
+    return QuantConv(out=out, k=k, stride=stride, dilation=dilation, groups=groups, bias=bias, padding=padding,
+                     padding_mode=padding_mode, w_bits=w_bits, a_bits=a_bits, a_range=tuple(a_range), log=log,
+                     grad_bits=grad_bits)
 
 
 def _ql_examples(draw):
@@ -327,4 +328,5 @@ def quant_linear(out: Channels, bias: bool = True, w_bits: int = 1, a_bits: int 
     >>> ops.quant_linear(10, w_bits=2, a_bits=2).bind(Field(64, rank=0)).out_type
     Field(10, rank=0)
     """
-    return QuantLinear(out, bias, w_bits, a_bits, tuple(a_range), log, grad_bits)
+    return QuantLinear(out=out, bias=bias, w_bits=w_bits, a_bits=a_bits, a_range=tuple(a_range), log=log,
+                       grad_bits=grad_bits)

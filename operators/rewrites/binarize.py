@@ -36,7 +36,7 @@ from ..binary import BinaryConv, BinaryLinear
 from ..conv import Conv
 from ..linear import Linear
 
-__all__ = ["binarize", "replace_layers", "carry_state"]
+__all__ = ["binarize", "replace_layers", "carry_state", "conv_args"]
 
 
 def _is_layer(t: Term) -> bool:
@@ -68,12 +68,17 @@ def carry_state(old: nn.Module, new: nn.Module) -> nn.Module:
     return new
 
 
+def conv_args(t: Conv) -> dict:
+    """The geometry of a conv term, as keywords (its init does not carry over)."""
+    return dict(out=t.out, k=t.k, stride=t.stride, dilation=t.dilation, groups=t.groups, bias=t.bias,
+                padding=t.padding, padding_mode=t.padding_mode)
+
+
 def _binary(scheme: str, center: bool, scale_input: bool) -> Callable[[Term], Term]:
     def make(t: Term) -> Term:
         if isinstance(t, Linear):
-            return BinaryLinear(t.out, t.bias, scheme, center)
-        return BinaryConv(t.out, t.k, t.stride, t.dilation, t.groups, t.bias, t.padding, t.padding_mode,
-                          scheme, center, scale_input)
+            return BinaryLinear(out=t.out, bias=t.bias, scheme=scheme, center=center)
+        return BinaryConv(**conv_args(t), scheme=scheme, center=center, scale_input=scale_input)
     return make
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from ..algebra.term import Term
 from ..linear import Linear
 from ..quant import QuantConv, QuantLinear
-from .binarize import carry_state, replace_layers
+from .binarize import carry_state, conv_args, replace_layers
 
 __all__ = ["quantize"]
 
@@ -44,9 +44,9 @@ def quantize(model_or_term: Union[Term, nn.Module], w_bits: int = 1, a_bits: int
         return carry_state(m, new)
 
     def make(t: Term) -> Term:
+        q = dict(w_bits=w_bits, a_bits=a_bits, a_range=tuple(a_range), log=log, grad_bits=grad_bits)
         if isinstance(t, Linear):
-            return QuantLinear(t.out, t.bias, w_bits, a_bits, tuple(a_range), log, grad_bits)
-        return QuantConv(t.out, t.k, t.stride, t.dilation, t.groups, t.bias, t.padding, t.padding_mode,
-                         w_bits, a_bits, tuple(a_range), log, grad_bits)
+            return QuantLinear(out=t.out, bias=t.bias, **q)
+        return QuantConv(**conv_args(t), **q)
 
     return replace_layers(model_or_term, make, keep_first_last)
