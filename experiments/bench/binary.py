@@ -45,11 +45,11 @@ def speed(channels: int, size: int, batch: int, runs: int, backends: List[str]) 
     ref = F.conv2d(torch.where(x >= 0, 1.0, -1.0), torch.where(w >= 0, 1.0, -1.0), padding=1)
     fns = {"float": lambda: F.conv2d(x, w, padding=1)}
     for b in backends:
-        words = p.words
-        got = _bitpack.xnor_conv2d(x, words, channels, 1, (1, 1), backend=b)
+        words, wsum = p.words, p.wsum
+        got = _bitpack.xnor_conv2d(x, words, channels, 1, (1, 1), backend=b, wsum=wsum)
         if not torch.equal(got, ref):
             raise AssertionError(f"packed xnor conv ({b}) differs from conv(sign x, sign W)")
-        fns[b] = (lambda b=b: _bitpack.xnor_conv2d(x, words, channels, 1, (1, 1), backend=b))
+        fns[b] = (lambda b=b: _bitpack.xnor_conv2d(x, words, channels, 1, (1, 1), backend=b, wsum=wsum))
     if "cpp" in backends:
         fns["layer"] = lambda: p(x)  # the whole packed layer (auto backend), alpha included
     return time_interleaved(fns, runs=runs, warmup=2, reduce="min")
