@@ -46,7 +46,7 @@ CHOICES = {
     "optimizer": ("sgd", "adamw"),
     "schedule": ("cosine", "step", "onecycle", "constant"),
     "device": ("auto", "cpu", "cuda", "mps"),
-    "task": ("auto", "classification", "segmentation"),
+    "task": ("auto", "classification", "segmentation", "detection"),
     "amp": ("auto", "off", "bf16", "fp16"),
     "deploy": ("", "fuse", "remove_residuals"),
 }
