@@ -48,7 +48,8 @@ def test_output_matches_default_boxes_and_counter():
     level0 = m.stages[0](x)
     h0 = m.heads[0](level0)
     a = 3
-    torch.testing.assert_close(y[0, :4, 5 * a:6 * a], h0[0, :4 * a, 0, 5].reshape(a, 4).T)
+    assert torch.equal(y[0, :4, 5 * a:6 * a], h0[0, :4 * a, 0, 5].reshape(a, 4).T)  # row 0, column 5
+    assert torch.equal(y[0, 4:, 7 * a:8 * a], h0[0, 4 * a:, 1, 1].reshape(a, 4).T)  # row 1, column 1 (classes)
     assert (boxes[:, 2:] > 0).all() and (boxes <= 1).all()
 
 

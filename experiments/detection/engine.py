@@ -31,7 +31,7 @@ from .metrics import coco_map, mean_ap
 from .nms import batched_nms
 
 __all__ = ["is_detection_config", "is_detection_run", "load_detection_data", "build_detector", "postprocess",
-           "evaluate_detector", "train_detection", "train_detection_run", "eval_detection", "plot_detections"]
+           "recalibrate_bn", "evaluate_detector", "train_detection", "train_detection_run", "eval_detection", "plot_detections"]
 
 
 def is_detection_config(source) -> bool:
@@ -122,6 +122,29 @@ def evaluate_detector(model: nn.Module, batches: DetectionBatches, num_classes: 
             "images": n, "_dets": dets, "_gts": gts}
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches, max_images: int = 400) -> int:
+    """Recompute every batch norm's running statistics as the plain average over up to ``max_images``
+    images (precise BN): after a short from-scratch run the exponential averages lag the weights,
+    and eval-mode outputs drift far from train-mode ones. Returns the images used."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    n = 0
+    for x, _ in batches:
+        model(x)
+        n += x.shape[0]
+        if n >= max_images:
+            break
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.eval()
+    return n
+
+
 def _lr(cfg: Config, step: int, total: int, steps_per_epoch: int) -> float:
     warm = int(cfg.warmup_epochs * steps_per_epoch)
     if step < warm:
@@ -154,6 +177,7 @@ def train_detection_run(cfg: Config, overwrite: bool = False) -> Dict[str, Any]:
         size = _size(cfg)
         tr = DetectionBatches(train_ds, cfg.batch_size, size, device, train=True, flip=cfg.flip, seed=cfg.seed)
         va = DetectionBatches(val_ds, cfg.eval_batch_size, size, device)
+        calib = DetectionBatches(train_ds, cfg.eval_batch_size, size, device)  # train frames, not augmented
         params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
                   {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
         if cfg.optimizer == "adamw":
@@ -186,11 +210,13 @@ def train_detection_run(cfg: Config, overwrite: bool = False) -> Dict[str, Any]:
                     print(f"[{cfg.name}] step {step}/{total} loss {loss.item():.3f} (loc {loc.item():.3f}, "
                           f"conf {conf.item():.3f})", flush=True)
             if (epoch + 1) % max(cfg.eval_every, 1) == 0 and epoch + 1 < cfg.epochs:
+                recalibrate_bn(model, calib)
                 r = evaluate_detector(model, va, len(classes))
                 history.append({"epoch": epoch + 1, "val_map50": r["map50"], "val_loss": r["loss"]})
                 log.write(json.dumps(history[-1]) + "\n")
                 print(f"[{cfg.name}] epoch {epoch + 1}: val mAP@0.5 {r['map50']:.4f}", flush=True)
         train_s = time.time() - t0
+        recalibrate_bn(model, calib)
         r = evaluate_detector(model, va, len(classes))
         log.close()
         torch.save({"task": "detection", "model": model.state_dict(), "config": cfg.to_dict(), "classes": classes},
