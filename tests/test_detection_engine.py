@@ -141,3 +141,15 @@ def test_coco_map_averages_ten_thresholds():
     det = [{"boxes": torch.tensor([[0., 0, 10, 7.2]]), "scores": torch.tensor([0.9]), "labels": torch.tensor([1])}]
     r = coco_map(det, gt, 1)  # IoU 0.72: a hit at 0.50 .. 0.70 (5 of 10 thresholds)
     assert r["map"] == pytest.approx(0.5) and r["map50"] == 1.0 and r["map75"] == 0.0
+
+
+def test_precise_bn_recalibration():
+    from torch import nn
+    from operad.experiments.detection.engine import recalibrate_bn
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    xs = [torch.randn(2, 3, 8, 8) * 3 + 1 for _ in range(3)]
+    assert recalibrate_bn(m, [(x, None) for x in xs]) == 6
+    feats = torch.cat([m[0](x) for x in xs])
+    torch.testing.assert_close(m[1].running_mean, feats.mean((0, 2, 3)))
+    assert m[1].momentum == 0.1 and not m.training
