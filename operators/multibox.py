@@ -32,13 +32,33 @@ __all__ = ["MultiBox", "multibox"]
 
 
 class MultiBoxModule(nn.Module):
+    """Children ``stage0, head0, stage1, head1, ...`` (so ``summary`` walks them in order)."""
+
     def __init__(self, stages: Sequence[nn.Module], heads: Sequence[nn.Module], parts: Tuple[int, ...],
                  anchors: Tuple[int, ...]):
         super().__init__()
-        self.stages = nn.ModuleList(stages)
-        self.heads = nn.ModuleList(heads)
+        for i, (s, h) in enumerate(zip(stages, heads)):
+            self.add_module(f"stage{i}", s)
+            self.add_module(f"head{i}", h)
         self.parts = tuple(parts)
         self.anchors = tuple(anchors)
+
+    @property
+    def stages(self):
+        return [getattr(self, f"stage{i}") for i in range(len(self.anchors))]
+
+    @property
+    def heads(self):
+        return [getattr(self, f"head{i}") for i in range(len(self.anchors))]
+
+    def child_sizes(self, size):
+        """The input size of each child, in ``children()`` order (for ``operad.summary``)."""
+        out = []
+        for s in self.stages:
+            out.append(size)
+            size = s.term.out_size(s.in_type, size) if size is not None else None
+            out.append(size)
+        return out
 
     def forward(self, x):
         outs = []
@@ -105,13 +125,13 @@ class MultiBox(Term):
             try:
                 o = stage._infer(t)
             except TypeMismatch as e:
-                raise e.at(f"stages[{i}]") from None
+                raise e.at(f"stage{i}") from None
             try:
                 h = head._infer(o)
             except TypeMismatch as e:
-                raise e.at(f"heads[{i}]") from None
+                raise e.at(f"head{i}") from None
             if o.rank != 2 or h.rank != 2 or h.is_complex or not isinstance(h.channels, int) or h.channels % k:
-                raise TypeMismatch(f"heads[{i}] must give a real rank-2 field whose channels are a multiple of "
+                raise TypeMismatch(f"head{i} must give a real rank-2 field whose channels are a multiple of "
                                    f"sum(parts) = {k}; got {h!r}", op="multibox")
             out.append((t, o, h.channels // k))
             t = o
@@ -167,8 +187,8 @@ class MultiBox(Term):
 
     def _bind(self, t, path):
         types = self._types(t)
-        stages = [s._bind(ti, _join(path, f"stages[{i}]")) for i, (s, (ti, _, _)) in enumerate(zip(self.stages, types))]
-        heads = [h._bind(to, _join(path, f"heads[{i}]")) for i, (h, (_, to, _)) in enumerate(zip(self.heads, types))]
+        stages = [s._bind(ti, _join(path, f"stage{i}")) for i, (s, (ti, _, _)) in enumerate(zip(self.stages, types))]
+        heads = [h._bind(to, _join(path, f"head{i}")) for i, (h, (_, to, _)) in enumerate(zip(self.heads, types))]
         mod = MultiBoxModule(stages, heads, self.parts, tuple(a for _, _, a in types))
         return attach(mod, self, t, Field(sum(self.parts), rank=1), path)
 

@@ -58,3 +58,15 @@ def test_any_backbone():
     m = term.bind(Field(3)).eval()
     y = m(torch.randn(1, 3, 64, 64))
     assert y.shape[:2] == (1, 10) and y.shape[2] == default_boxes(term, (64, 64)).shape[0]
+
+
+def test_summary_covers_the_heads_level_by_level():
+    m = create_model("ssdlite_mobilenetv2")
+    s = operad.summary(m, (1, 3, 320, 320), max_depth=1)
+    rows = {r.path: r for r in s.rows}
+    assert [r.path for r in s.rows[1:4]] == ["stage0", "head0", "stage1"]
+    assert rows["head0"].in_type == "Field(576)" and rows["head0"].out_type == "Field(255)"  # 3 boxes x (4 + 81)
+    # box and class branches: a 3x3 depthwise each, then 1x1 convs to 12 and 243 channels, at 20x20
+    assert rows["head0"].macs == 20 * 20 * (2 * 576 * 9 + 576 * (12 + 243))
+    assert sum(r.params for r in s.rows[1:]) == s.total.params
+    assert sum(r.macs for r in s.rows[1:]) == s.total.macs
