@@ -153,3 +153,13 @@ def test_precise_bn_recalibration():
     feats = torch.cat([m[0](x) for x in xs])
     torch.testing.assert_close(m[1].running_mean, feats.mean((0, 2, 3)))
     assert m[1].momentum == 0.1 and not m.training
+
+
+@pytest.mark.parametrize("mod", ["operad.operators.multibox", "operad.models.ssdlite"] + [
+    f"operad.experiments.detection.{m}" for m in ("boxes", "match", "loss", "nms", "metrics", "voc", "coco",
+                                                   "derive", "augment", "engine")])
+def test_docstring_examples(mod):
+    import doctest
+    import importlib
+    res = doctest.testmod(importlib.import_module(mod))
+    assert res.failed == 0 and res.attempted > 0

@@ -8,7 +8,12 @@ writes) or ``"coco"`` (``data_root/annotations/<split>.json`` and images in
 ``data_root/<split>/``). The input is ``crop_size`` (square); the loss is
 :func:`~operad.experiments.detection.loss.multibox_loss`; validation reports
 PASCAL mAP@0.5 (all-point), VOC 2007 11-point mAP@0.5 and COCO-style
-mAP@[.5:.95], and plots predicted boxes on a few val frames.
+mAP@[.5:.95], and plots predicted boxes on a few val frames. Before every
+evaluation the batch-norm statistics are recomputed on unaugmented train frames
+(:func:`recalibrate_bn`).
+
+>>> is_detection_config({"task": "detection", "model": "ssdlite_mobilenetv2"})
+True
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ from .metrics import coco_map, mean_ap
 from .nms import batched_nms
 
 __all__ = ["is_detection_config", "is_detection_run", "load_detection_data", "build_detector", "postprocess",
-           "recalibrate_bn", "evaluate_detector", "train_detection", "train_detection_run", "eval_detection", "plot_detections"]
+           "recalibrate_bn", "evaluate_detector", "train_detection", "train_detection_run", "eval_detection",
+           "plot_detections"]
 
 
 def is_detection_config(source) -> bool:
@@ -44,7 +50,7 @@ def is_detection_run(run: str) -> bool:
     path = os.path.join(run, "final.pt") if os.path.isdir(run) else run
     if not os.path.isfile(path):
         return False
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     return ck.get("task") == "detection"
 
 
@@ -155,6 +161,41 @@ def _lr(cfg: Config, step: int, total: int, steps_per_epoch: int) -> float:
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas))
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+def _fit_epoch(cfg: Config, model: nn.Module, opt, batches: DetectionBatches, step: int, total: int, epoch: int,
+               log, t0: float) -> int:
+    """One epoch of multibox-loss steps; returns the step count."""
+    model.train()
+    for x, targets in batches:
+        for g in opt.param_groups:
+            g["lr"] = _lr(cfg, step, total, len(batches))
+        loc_t, labels = match_batch(targets, model.priors)
+        loss, loc, conf = multibox_loss(model(x), loc_t, labels)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"run {cfg.name}: loss is {loss.item()} at step {step}; lower lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        opt.step()
+        step += 1
+        if step % max(cfg.log_every, 1) == 0:
+            rec = {"step": step, "epoch": epoch, "loss": loss.item(), "loc": loc.item(), "conf": conf.item(),
+                   "lr": opt.param_groups[0]["lr"], "time_s": time.time() - t0}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            print(f"[{cfg.name}] step {step}/{total} loss {loss.item():.3f} (loc {loc.item():.3f}, "
+                  f"conf {conf.item():.3f})", flush=True)
+    return step
+
+
 def train_detection_run(cfg: Config, overwrite: bool = False) -> Dict[str, Any]:
     """Train one detection run; writes ``final.pt``, ``summary.json``, ``log.jsonl`` and
     ``boxes-val.png`` under ``<out_dir>/<name>/`` and returns the summary."""
@@ -163,7 +204,6 @@ def train_detection_run(cfg: Config, overwrite: bool = False) -> Dict[str, Any]:
     run_dir = os.path.join(cfg.out_dir, cfg.name)
     if os.path.exists(os.path.join(run_dir, "final.pt")) and not overwrite:
         raise ConfigError(f"{run_dir} already holds a finished run; pass --overwrite to start again")
-    os.makedirs(run_dir, exist_ok=True)
     threads = torch.get_num_threads()
     device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     if cfg.threads:
@@ -178,47 +218,21 @@ def train_detection_run(cfg: Config, overwrite: bool = False) -> Dict[str, Any]:
         tr = DetectionBatches(train_ds, cfg.batch_size, size, device, train=True, flip=cfg.flip, seed=cfg.seed)
         va = DetectionBatches(val_ds, cfg.eval_batch_size, size, device)
         calib = DetectionBatches(train_ds, cfg.eval_batch_size, size, device)  # train frames, not augmented
-        params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
-                  {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
-        if cfg.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas))
-        else:
-            opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
-        total, step, t0 = cfg.epochs * len(tr), 0, time.time()
-        log = open(os.path.join(run_dir, "log.jsonl"), "w")
-        history = []
-        for epoch in range(cfg.epochs):
-            model.train()
-            for x, targets in tr:
-                for g in opt.param_groups:
-                    g["lr"] = _lr(cfg, step, total, len(tr))
-                loc_t, labels = match_batch(targets, model.priors)
-                loss, loc, conf = multibox_loss(model(x), loc_t, labels)
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"run {cfg.name}: loss is {loss.item()} at step {step}; lower lr")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.clip_grad:
-                    nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                opt.step()
-                step += 1
-                if step % max(cfg.log_every, 1) == 0:
-                    rec = {"step": step, "epoch": epoch, "loss": loss.item(), "loc": loc.item(), "conf": conf.item(),
-                           "lr": opt.param_groups[0]["lr"], "time_s": time.time() - t0}
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    print(f"[{cfg.name}] step {step}/{total} loss {loss.item():.3f} (loc {loc.item():.3f}, "
-                          f"conf {conf.item():.3f})", flush=True)
-            if (epoch + 1) % max(cfg.eval_every, 1) == 0 and epoch + 1 < cfg.epochs:
-                recalibrate_bn(model, calib)
-                r = evaluate_detector(model, va, len(classes))
-                history.append({"epoch": epoch + 1, "val_map50": r["map50"], "val_loss": r["loss"]})
-                log.write(json.dumps(history[-1]) + "\n")
-                print(f"[{cfg.name}] epoch {epoch + 1}: val mAP@0.5 {r['map50']:.4f}", flush=True)
+        opt = _optimizer(cfg, model)
+        os.makedirs(run_dir, exist_ok=True)
+        total, step, t0, history = cfg.epochs * len(tr), 0, time.time(), []
+        with open(os.path.join(run_dir, "log.jsonl"), "w") as log:
+            for epoch in range(cfg.epochs):
+                step = _fit_epoch(cfg, model, opt, tr, step, total, epoch, log, t0)
+                if (epoch + 1) % max(cfg.eval_every, 1) == 0 and epoch + 1 < cfg.epochs:
+                    recalibrate_bn(model, calib)
+                    r = evaluate_detector(model, va, len(classes))
+                    history.append({"epoch": epoch + 1, "val_map50": r["map50"], "val_loss": r["loss"]})
+                    log.write(json.dumps(history[-1]) + "\n")
+                    print(f"[{cfg.name}] epoch {epoch + 1}: val mAP@0.5 {r['map50']:.4f}", flush=True)
         train_s = time.time() - t0
         recalibrate_bn(model, calib)
         r = evaluate_detector(model, va, len(classes))
-        log.close()
         torch.save({"task": "detection", "model": model.state_dict(), "config": cfg.to_dict(), "classes": classes},
                    os.path.join(run_dir, "final.pt"))
         png = plot_detections(va, r["_dets"], classes, os.path.join(run_dir, "boxes-val.png"))
@@ -245,14 +259,15 @@ def train_detection(config, overrides: Sequence[str] = (), overwrite: bool = Fal
     """Train every run of a detection config (path, bundled name or dict)."""
     from ..config import parse_overrides
     raw = load_config(config)
-    return [train_detection_run(c, overwrite) for c in expand_runs(raw, parse_overrides(list(overrides)), profile, only)]
+    runs = expand_runs(raw, parse_overrides(list(overrides)), profile, only)
+    return [train_detection_run(c, overwrite) for c in runs]
 
 
 def eval_detection(run: str, data_root: Optional[str] = None, split: str = "val", subset: int = 0,
                    batch_size: int = 8, device: str = "cpu", out: Optional[str] = None) -> Dict[str, Any]:
     """Evaluate a finished detection run: writes ``eval-<split>.json`` and ``boxes-<split>.png``."""
     path = os.path.join(run, "final.pt") if os.path.isdir(run) else run
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     cfg = Config.from_dict(ck["config"])
     if data_root:
         cfg = Config.from_dict({**ck["config"], "data_root": data_root})
