@@ -1,7 +1,7 @@
 """Detection augmentation on the device: photometric jitter, random crop keeping
 box centres, horizontal flip and resize, over a preloaded VOC/COCO-style set.
 
-Crops follow SSD: a window of ``scale`` in [0.3, 1] of each side and aspect
+Crops follow SSD: a window of ``scale`` in [min_scale, 1] (0.3; 1 turns crops off) of each side and aspect
 ratio in [0.5, 2]; boxes whose centres fall inside are kept (clipped to the
 window), the others dropped; a window keeping no box is retried (up to 20
 times, then the whole image). Photometric jitter scales brightness, contrast
@@ -77,10 +77,10 @@ class DetectionBatches:
     ``device`` from a detection set (``ds[i] -> (uint8 image, target)``), preloaded once."""
 
     def __init__(self, dataset, batch_size: int, size: Sequence[int], device="cpu", train: bool = False,
-                 jitter: float = 0.3, flip: bool = True, seed: int = 0):
+                 jitter: float = 0.3, flip: bool = True, seed: int = 0, min_scale: float = 0.3):
         self.items = [dataset[i] for i in range(len(dataset))]
         self.batch_size, self.size, self.device = batch_size, tuple(size), torch.device(device)
-        self.train, self.jitter, self.flip = train, jitter, flip
+        self.train, self.jitter, self.flip, self.min_scale = train, jitter, flip, min_scale
         self.gen = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
@@ -94,7 +94,10 @@ class DetectionBatches:
         diff = tgt.get("difficult", torch.zeros(len(labels), dtype=torch.bool)).clone()
         h, w = x.shape[-2:]
         if self.train:
-            win, keep = crop_window(boxes, h, w, self.gen)
+            if self.min_scale < 1:
+                win, keep = crop_window(boxes, h, w, self.gen, self.min_scale)
+            else:
+                win, keep = (0, 0, w, h), torch.ones(len(labels), dtype=torch.bool)
             x = x[..., win[1]:win[3], win[0]:win[2]]
             boxes, labels, diff = crop_boxes(boxes[keep], win), labels[keep], diff[keep]
             h, w = x.shape[-2:]

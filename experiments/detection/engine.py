@@ -5,7 +5,8 @@
 ``task: detection`` to :func:`eval_detection`. Data sets: ``dataset = "voc"``
 (``data_root`` in the VOC layout, e.g. the box set ``operad derive-boxes``
 writes) or ``"coco"`` (``data_root/annotations/<split>.json`` and images in
-``data_root/<split>/``). The input is ``crop_size`` (square); the loss is
+``data_root/<split>/``). The input is ``crop_size`` (square); random crops cover
+``scale_range[0]`` to 1 of each side (SSD: 0.3); the loss is
 :func:`~operad.experiments.detection.loss.multibox_loss`; validation reports
 PASCAL mAP@0.5 (all-point), VOC 2007 11-point mAP@0.5 and COCO-style
 mAP@[.5:.95], and plots predicted boxes on a few val frames. Before every
@@ -215,7 +216,8 @@ def train_detection_run(cfg: Config, overwrite: bool = False) -> Dict[str, Any]:
         classes = list(train_ds.classes)
         model = build_detector(cfg, len(classes)).to(device)
         size = _size(cfg)
-        tr = DetectionBatches(train_ds, cfg.batch_size, size, device, train=True, flip=cfg.flip, seed=cfg.seed)
+        tr = DetectionBatches(train_ds, cfg.batch_size, size, device, train=True, flip=cfg.flip, seed=cfg.seed,
+                              min_scale=cfg.scale_range[0])  # the crop scale; scale_range = [1, 1]: no crops
         va = DetectionBatches(val_ds, cfg.eval_batch_size, size, device)
         calib = DetectionBatches(train_ds, cfg.eval_batch_size, size, device)  # train frames, not augmented
         opt = _optimizer(cfg, model)
