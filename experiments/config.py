@@ -45,7 +45,10 @@ __all__ = ["Config", "ConfigError", "load_config", "expand_runs", "parse_overrid
            "KeySpec", "Interval", "setting", "validate_name"]
 
 
-class ConfigError(ValueError):
+from operad.operators.algebra.errors import OperadError
+
+
+class ConfigError(OperadError, ValueError):
     """A config key or value is invalid. ``key`` names the offending key (None when none applies)."""
 
     def __init__(self, message: str, key: Optional[str] = None):
@@ -494,13 +497,14 @@ def load_config(source: Union[str, os.PathLike, Dict[str, Any], "Config"]) -> Di
         return dict(source)
     path = os.fspath(source)
     if not os.path.isfile(path):
-        here = os.path.join(os.path.dirname(__file__), "configs", path)
+        bundled = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+        here = os.path.join(bundled, path)
         for cand in (here, here + ".toml"):
-            if os.path.isfile(cand):
+            if os.path.isfile(cand) and not os.path.isabs(path):
                 path = cand
                 break
         else:
-            raise ConfigError(f"config file {source} not found (nor in {os.path.dirname(here)})")
+            raise ConfigError(f"config file {source} not found (nor among the bundled configs in {bundled})")
     try:
         with open(path, "rb") as f:
             raw = tomllib.load(f)

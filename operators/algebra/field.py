@@ -26,10 +26,12 @@ import torch
 
 Channels = Union[int, sympy.Expr]
 
+from .errors import OperadError
+
 __all__ = ["Field", "TypeMismatch", "as_complex", "from_complex", "Channels"]
 
 
-class TypeMismatch(TypeError):
+class TypeMismatch(OperadError, TypeError):
     """A term cannot accept the field it is given.
 
     Raised at composition or bind time, never in ``forward``. The message
