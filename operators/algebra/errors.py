@@ -10,7 +10,7 @@ bug in operad and keeps its traceback.
 ...     ops.max_pool(2, stride=0)
 ... except OpArgError as e:
 ...     print(e)
-max_pool stride must be a positive int or None (= k); got 0
+max_pool stride must be a positive int or None; got 0
 """
 from __future__ import annotations
 

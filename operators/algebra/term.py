@@ -32,7 +32,9 @@ import sympy
 import torch
 from torch import nn
 
+from .errors import OpArgError, OpArgTypeError, OperadError
 from .field import Field, TypeMismatch
+from .util import check_term_args
 
 __all__ = [
     "Term", "Family", "FAMILIES", "OPS", "register_family", "op", "ALL_TRANSFORMS",
@@ -133,9 +135,42 @@ def register_family(name: str, examples: Optional[Callable] = None, tol: float =
         if not isinstance(cls.__dict__.get("family"), property):
             cls.family = name  # families with per-instance names (activations) keep their property
         FAMILIES[name] = Family(name, cls, examples, tol)
+        if "__init__" in cls.__dict__ and not getattr(cls.__init__, "_checks_args", False):
+            cls.__init__ = _checked_init(cls, name, cls.__init__)
         return cls
 
     return deco
+
+
+def _checked_init(cls, name: str, init):
+    """``init`` with every argument checked (:func:`~operad.operators.algebra.util.check_term_args`)
+    and the family's own ValueError/TypeError raised as :class:`OpArgError`/:class:`OpArgTypeError`,
+    so a bad hyper-parameter is an error at construction naming the op, the argument and the value."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(init)
+    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            bound = sig.bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise OpArgTypeError(f"{name}: {e}") from None
+        bound.apply_defaults()
+        values = {k: v for k, v in list(bound.arguments.items())[1:] if k in names}
+        try:  # the family's own checks first: their messages know the op best
+            init(self, *args, **kwargs)
+        except OperadError:
+            raise
+        except (TypeError, ValueError) as e:
+            check_term_args(name, cls, values)  # a more precise message, where it finds one
+            raise (OpArgTypeError if isinstance(e, TypeError) else OpArgError)(str(e)) from None
+        check_term_args(name, cls, values)
+
+    __init__._checks_args = True
+    return __init__
 
 
 def op(family: Optional[str] = None):
