@@ -164,6 +164,7 @@ def depthwise(k=3, stride: int = 1, multiplier: int = 1, dilation: int = 1, bias
     >>> ops.depthwise(3).bind(Field(8)).weight.shape
     torch.Size([8, 1, 3, 3])
     """
+    check_int("depthwise", "multiplier", multiplier)
     if multiplier == 1:
         return Conv(None, k, stride, dilation, 0, bias, padding, padding_mode)
     return _DepthwiseMultiplier(k, stride, multiplier, dilation, bias, padding, padding_mode)

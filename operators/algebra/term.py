@@ -301,7 +301,7 @@ class Term:
         if isinstance(in_type, int):
             in_type = Field(in_type)
         if in_type.is_symbolic:
-            raise TypeError(f"bind needs concrete channels; got {in_type!r}. Symbolic fields are for operad.cost")
+            raise OpArgTypeError(f"bind needs concrete channels; got {in_type!r}. Symbolic fields are for operad.cost")
         return self._bind(in_type, "")
 
     def _bind(self, t: Field, path: str) -> nn.Module:
@@ -320,7 +320,7 @@ class Term:
 
     def __mul__(self, n: int) -> "Term":
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"term * n needs a positive int n; got {n!r}")
+            raise OpArgError(f"term * n needs a positive int n; got {n!r}")
         return _COMBINATORS["repeat"](self, n)
 
     __rmul__ = __mul__
@@ -368,7 +368,7 @@ def _fmt(v) -> str:
 def _check_term(x, symbol: str):
     if not isinstance(x, Term):
         hint = " (did you forget to call it, e.g. ops.relu() instead of ops.relu?)" if callable(x) else ""
-        raise TypeError(f"cannot combine a term with {type(x).__name__} using {symbol}{hint}")
+        raise OpArgTypeError(f"cannot combine a term with {type(x).__name__} using {symbol}{hint}")
 
 
 def _flat(t: Term, cls) -> Tuple[Term, ...]:
