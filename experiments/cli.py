@@ -182,8 +182,11 @@ def cmd_summary(a) -> int:
 def cmd_verify(a) -> int:
     from operad.theory.verify import run_all
 
+    from operad.operators.algebra.sizes import check_input_shape
+
     model, shape = _model_from_spec(a.model, a.num_classes)
     shape = _parse_shape(a.input) or shape
+    check_input_shape(model, shape)
     reports = run_all(model.double() if a.double else model, shape, seed=a.seed)
     print(f"verification of {a.model} at input {shape}:")
     for r in reports:

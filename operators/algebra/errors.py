@@ -14,7 +14,7 @@ max_pool stride must be a positive int or None; got 0
 """
 from __future__ import annotations
 
-__all__ = ["OperadError", "OpArgError", "OpArgTypeError", "UnknownName", "UnknownOperator"]
+__all__ = ["OperadError", "OpArgError", "OpArgTypeError", "UnknownName", "UnknownOperator", "SizeError"]
 
 
 class OperadError(Exception):
@@ -38,3 +38,9 @@ class UnknownName(OperadError, KeyError):
 
 class UnknownOperator(OperadError, AttributeError):
     """``ops.<name>`` for a name no operator family publishes."""
+
+
+class SizeError(OperadError, ValueError):
+    """An input size (or channel count) a network cannot run on: some node's
+    output would be empty, or the input's channels differ from the model's.
+    The message names the node's path and operator."""
