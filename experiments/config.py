@@ -541,7 +541,11 @@ def expand_runs(raw: Dict[str, Any], overrides: Optional[Dict[str, Any]] = None,
     tables = {p: raw.pop(p, {}) for p in ("cpu", "gpu")}
     ov_tables = {p: overrides.pop(p, {}) for p in ("cpu", "gpu")}
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
-        raise ConfigError("runs must be an array of tables ([[runs]])")
+        raise ConfigError("runs must be an array of tables ([[runs]])", "runs")
+    for where, tabs in (("config", tables), ("command line", ov_tables)):
+        for p, tab in tabs.items():
+            if not isinstance(tab, dict):
+                raise ConfigError(f"{p} must be a table of overrides ([{p}]); got {tab!r} [in {where}]", p)
     device = overrides.get("device", raw.get("device", "auto"))
     profile = profile or resolve_profile(str(device))
     if profile not in ("cpu", "gpu"):
@@ -551,6 +555,9 @@ def expand_runs(raw: Dict[str, Any], overrides: Optional[Dict[str, Any]] = None,
     for i, run in enumerate(runs):
         run = dict(run)
         run_tables = {p: run.pop(p, {}) for p in ("cpu", "gpu")}
+        for p, tab in run_tables.items():
+            if not isinstance(tab, dict):
+                raise ConfigError(f"{p} must be a table of overrides; got {tab!r} [in runs[{i}]]", p)
         merged = _merge(_merge(_merge(_merge(raw, tables[profile]), run), run_tables[profile]),
                         _merge(overrides, ov_tables[profile]))
         if not run.get("name") and len(runs) > 1 and "name" not in overrides:

@@ -65,6 +65,9 @@ def test_lengths_choices_and_cross_key_rules():
         Config.from_dict({"scale_range": [2, 1]})
     with pytest.raises(ConfigError, match=r"'ema' = 1.0 is outside .* \[in runs\[1\]\]"):
         expand_runs({"runs": [{"name": "a"}, {"name": "b", "ema": 1}]}, profile="cpu")
+    for raw in ({"cpu": 3}, {"runs": [{"name": "a", "gpu": [1]}]}):
+        with pytest.raises(ConfigError, match="must be a table of overrides"):
+            expand_runs(raw, profile="cpu")
     # what stays legal: the boundaries and the "off" values
     c = Config.from_dict({"ema": 0.0, "momentum": 0.0, "threads": 0, "subset": 0, "clip_grad": 0, "lr": 1e-9,
                           "epochs": 2.0, "gamma": 1, "warmup_start": 1, "rotate": 180, "crop_size": [8, 8]})
