@@ -42,7 +42,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = ["Config", "ConfigError", "load_config", "expand_runs", "parse_overrides", "dump_toml", "SCHEMA",
-           "KeySpec", "Interval", "setting", "validate_name"]
+           "KeySpec", "Interval", "setting", "validate_name", "parse_value"]
 
 
 from operad.operators.algebra.errors import OperadError
@@ -397,8 +397,7 @@ def parse_value(key: str, text: str) -> Any:
             v = _toml_or_none(text)
             if not isinstance(v, list):
                 raise _bad(spec, text, "command line")
-            items = [x if isinstance(x, str) else x for x in v]
-            return _coerce(spec, items, "command line")
+            return _coerce(spec, v, "command line")
         parts = [s.strip() for s in text.split(",") if s.strip()]
         return [_parse_scalar(spec, spec.item, s, text) for s in parts]
     if spec.kind is dict:
