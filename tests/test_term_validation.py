@@ -117,3 +117,15 @@ def test_sweep_every_numeric_argument_of_every_op():
                 continue
             holes.append(f"ops.{name}({arg}={bad!r}) was accepted")
     assert not holes, "\n".join(holes)
+
+
+@pytest.mark.parametrize("mod", ["operad.operators.algebra.errors", "operad.operators.algebra.util",
+                                 "operad.operators.algebra.sizes", "operad.operators.pooling", "operad.operators.conv",
+                                 "operad.operators.pde", "operad.operators.narrow", "operad.operators.shortcut",
+                                 "operad.theory.cost"])
+def test_docstring_examples(mod):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(mod), optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0
