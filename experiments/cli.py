@@ -142,7 +142,7 @@ def cmd_robustness(a) -> int:
                                             out_dir=out, label=cfg.name)
         print(f"shift consistency (random shifts up to {a.max_shift}px): {res['shift']['consistency']:.4f}")
     if "rotation" in which:
-        angles = [float(v) for v in a.angles.split(",")] if a.angles else cfg.rotation_angles
+        angles = a.angles or cfg.rotation_angles
         res["rotation"] = ev.rotation_sweep(model, data, device, a.batch_size, angles, out_dir=out, label=cfg.name)
         print("rotation -> " + ", ".join(f"{k}deg {v:.4f}" for k, v in res["rotation"]["angle"].items()))
     print(f"wrote JSON and PNG files to {out}")
@@ -294,6 +294,42 @@ def cmd_demo(a) -> int:
 
 # ----------------------------------------------------------------------------- parser
 
+def _int_at_least(lo: int):
+    """An argparse type: an int >= ``lo`` (argparse reports anything else as a usage error)."""
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects an integer >= {lo}; got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expects an integer >= {lo}; got {v}")
+        return v
+
+    parse.__name__ = f"int>={lo}"
+    return parse
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expects a positive number; got {s!r}")
+    return v
+
+
+def _angles(s: str) -> List[float]:
+    try:
+        out = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out or any(v != v or abs(v) == float("inf") for v in out):
+        raise argparse.ArgumentTypeError(f"expects comma-separated finite angles in degrees, e.g. 0,45,90; got {s!r}")
+    return out
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -325,8 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("run", help="a run directory (or a final.pt / checkpoint.pt)")
         e.add_argument("--data", help="data root")
         e.add_argument("--split", help="split (default: test for CIFAR, val for CamVid)")
-        e.add_argument("--subset", type=int, default=0, help="first N images per class (frames for CamVid)")
-        e.add_argument("--batch-size", type=int, default=256)
+        e.add_argument("--subset", type=_int_at_least(0), default=0, help="first N images per class (frames for CamVid)")
+        e.add_argument("--batch-size", type=_int_at_least(1), default=256)
         e.add_argument("--device", help="cpu or cuda (default: cuda if available)")
         e.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
         e.add_argument("--out", help="output folder (default: the run directory)")
@@ -334,8 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--jpeg", action="store_true", help="JPEG qualities 75 (clean) and 80, 65, 58, 50, 40")
             e.add_argument("--shift", action="store_true", help="shift consistency")
             e.add_argument("--rotation", action="store_true", help="accuracy against rotation angle")
-            e.add_argument("--angles", help="comma-separated angles in degrees")
-            e.add_argument("--max-shift", type=int, default=4)
+            e.add_argument("--angles", type=_angles, help="comma-separated angles in degrees")
+            e.add_argument("--max-shift", type=_int_at_least(0), default=4)
             e.add_argument("--shift-mode", default="zeros", choices=("zeros", "reflect", "circular"))
         e.set_defaults(fn=fn)
 
@@ -348,9 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
         s = add(name, help=hlp)
         s.add_argument("model", help="a registered model name, or an expression such as \"ops.conv(8) >> ops.relu()\"")
         s.add_argument("--input", help="input shape N,C,H,W (default: the model's)")
-        s.add_argument("--num-classes", type=int, default=10)
+        s.add_argument("--num-classes", type=_int_at_least(1), default=10)
         if name == "verify":
-            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--seed", type=_int_at_least(0), default=0)
             s.add_argument("--double", action=argparse.BooleanOptionalAction, default=True,
                            help="check in float64 (default)")
         s.set_defaults(fn=fn)
@@ -363,13 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add("demo", help="expression -> summary -> verification -> training -> evaluation -> plots")
     d.add_argument("--expr", help="the network as an expression over ops (default: a small residual CNN)")
-    d.add_argument("--budget", type=float, default=120.0, help="training time budget in seconds (default 120)")
+    d.add_argument("--budget", type=_positive_float, default=120.0, help="training time budget in seconds (default 120)")
     d.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
     d.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")
-    d.add_argument("--subset", type=int, default=0, help="train on the first N images per class (default all)")
-    d.add_argument("--test-subset", type=int, default=0, help="evaluate on N images per class (default all)")
-    d.add_argument("--batch-size", type=int, default=128)
-    d.add_argument("--robust-per-class", type=int, default=200,
+    d.add_argument("--subset", type=_int_at_least(0), default=0, help="train on the first N images per class (default all)")
+    d.add_argument("--test-subset", type=_int_at_least(0), default=0, help="evaluate on N images per class (default all)")
+    d.add_argument("--batch-size", type=_int_at_least(1), default=128)
+    d.add_argument("--robust-per-class", type=_int_at_least(1), default=200,
                    help="test images per class for the robustness sweeps (default 200)")
     d.add_argument("--out", default="runs", help="output folder (default runs/)")
     d.add_argument("--name", default="demo")

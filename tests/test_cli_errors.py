@@ -110,3 +110,20 @@ def test_console_script_in_a_subprocess(tmp_path):
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith("operad train: error: config file nothing.toml not found"), p.stderr
     assert "Traceback" not in p.stderr and p.stdout == ""
+
+
+@pytest.mark.parametrize("argv,what", [
+    (["eval", "run", "--batch-size", "0"], "argument --batch-size: expects an integer >= 1; got 0"),
+    (["eval", "run", "--subset", "-1"], "argument --subset: expects an integer >= 0; got -1"),
+    (["robustness", "run", "--angles", "0,y"], "argument --angles: expects comma-separated finite angles"),
+    (["robustness", "run", "--max-shift", "two"], "argument --max-shift: expects an integer >= 0; got 'two'"),
+    (["summary", EXPR, "--num-classes", "0"], "argument --num-classes: expects an integer >= 1"),
+    (["verify", EXPR, "--seed", "-3"], "argument --seed: expects an integer >= 0"),
+    (["demo", "--budget", "inf"], "argument --budget: expects a positive number"),
+])
+def test_bad_options_are_usage_errors(capsys, argv, what):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"operad {argv[0]}: error: {what}" in err and "Traceback" not in err, err
