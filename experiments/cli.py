@@ -417,7 +417,8 @@ def _user_errors() -> tuple:
     """The exception classes that mean "the input is wrong", not "operad has a bug"."""
     from operad.operators.algebra.errors import OperadError
 
-    errs = [OperadError]
+    # a path the user named that is missing or unreadable is the user's to fix, not a bug
+    errs = [OperadError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError]
     try:  # the data layer's own error (not necessarily an OperadError)
         from operad.experiments.data import DataError
         errs.append(DataError)

@@ -66,6 +66,11 @@ def test_data_errors_exit_2(capsys, cfg):
     assert "nodata" in err or "CIFAR" in err or "cifar" in err
 
 
+def test_missing_paths_exit_2(capsys, tmp_path):
+    err = one_error(capsys, "eval", str(tmp_path / "no-such-run"))
+    assert "no-such-run" in err
+
+
 def test_algebra_errors_exit_2(capsys):
     err = one_error(capsys, "summary", "ops.conv(8) >> ops.linear(10)")
     assert "[1]: linear expects a rank-0 field" in err
