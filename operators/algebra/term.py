@@ -164,9 +164,11 @@ def _checked_init(cls, name: str, init):
             init(self, *args, **kwargs)
         except OperadError:
             raise
-        except (TypeError, ValueError) as e:
-            check_term_args(name, cls, values)  # a more precise message, where it finds one
-            raise (OpArgTypeError if isinstance(e, TypeError) else OpArgError)(str(e)) from None
+        except TypeError as e:  # often Python's own words ('<' not supported ...): say which argument
+            check_term_args(name, cls, values)
+            raise OpArgTypeError(str(e)) from None
+        except ValueError as e:  # the family's own check: its message knows the op best
+            raise OpArgError(str(e)) from None
         check_term_args(name, cls, values)
 
     __init__._checks_args = True

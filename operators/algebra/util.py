@@ -121,14 +121,16 @@ def check_float(op: str, name: str, v: Any, lo: float = -math.inf, hi: float = m
     >>> check_float("pde_step", "h", float("inf"), 0, lo_open=True)
     Traceback (most recent call last):
     ...
-    operad.operators.algebra.errors.OpArgError: pde_step h must be a finite number in (0, inf); got inf
+    operad.operators.algebra.errors.OpArgError: pde_step h must be a positive finite number; got inf
     """
     rng = _range_text(lo, hi, lo_open or lo == -math.inf, hi_open or hi == math.inf)
+    what = {"(0, inf)": "a positive finite number", "[0, inf)": "a non-negative finite number"}.get(
+        rng, f"a finite number in {rng}")
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise OpArgTypeError(f"{op} {name} must be a finite number in {rng}; got {v!r} ({type(v).__name__})")
+        raise OpArgTypeError(f"{op} {name} must be {what}; got {v!r} ({type(v).__name__})")
     ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
     if not ok:
-        raise OpArgError(f"{op} {name} must be a finite number in {rng}; got {v!r}")
+        raise OpArgError(f"{op} {name} must be {what}; got {v!r}")
     return v
 
 
