@@ -187,6 +187,9 @@ class Config:
     model: str = setting("", doc="a registered model name (operad list)")
     model_expr: str = setting("", doc="an expression over ops, instead of model")
     model_args: Dict[str, Any] = setting({}, doc="keyword arguments for create_model")
+    recipe: str = setting("", doc="a training recipe of its own instead of the engine (operad.experiments.speedrun)",
+                          choices=("", "speedrun"))
+    recipe_args: Dict[str, Any] = setting({}, doc="settings of the recipe")
     # data
     dataset: str = setting("cifar10", doc="data set", choices=("cifar10", "cifar100", "camvid"))
     data_root: str = setting("", doc="data folder (default $OPERAD_DATA, then ./data)")
@@ -288,21 +291,24 @@ class Config:
 
 
 def validate_name(name: Any, where: str = "config") -> str:
-    """Check a run name: a non-empty single folder name (not absolute, not ``.``
-    or ``..``, no path separators). Returns it; raises :class:`ConfigError`.
+    """Check a run name: one plain folder name (not empty, not absolute, not
+    ``.`` or ``..``, no path separators); the rules are
+    :func:`operad.experiments.run_dir.check_run_name`'s. Returns the name;
+    raises :class:`ConfigError` with ``key="name"``.
 
     >>> validate_name("resnet20-a")
     'resnet20-a'
-    >>> validate_name("../x")
+    >>> validate_name("../x")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    operad.experiments.config.ConfigError: config key 'name' = '../x' must be a single folder name (not empty, not . or .., no / or \\)
+    operad.experiments.config.ConfigError: name '../x' is not a plain folder name: ...
     """
-    bad = (not isinstance(name, str) or not name.strip() or name in (".", "..") or os.path.isabs(name)
-           or any(s in name for s in ("/", "\\", os.sep, "\0")) or (os.altsep and os.altsep in name))
-    if bad:
-        raise ConfigError(f"config key 'name' = {name!r} must be a single folder name "
-                          f"(not empty, not . or .., no / or \\){_where(where)}", "name")
+    from operad.experiments.run_dir import check_run_name  # run_dir imports this module
+
+    try:
+        check_run_name(name)
+    except ConfigError as e:
+        raise ConfigError(f"{e}{_where(where)}", "name") from None
     return name
 
 

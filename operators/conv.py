@@ -8,12 +8,18 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .algebra.util import check_channels, check_conv_args, check_int, floordiv, is_int, pair, spectral_norm, windows_per_pixel
+from .algebra.util import (check_channels, check_choice, check_conv_args, check_int, floordiv, is_int, pair,
+                           spectral_norm, windows_per_pixel)
 from .algebra.errors import OpArgError
 from .algebra.field import Channels, Field
 from .algebra.term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
-__all__ = ["Conv", "conv", "depthwise", "pointwise", "conv_out_size"]
+__all__ = ["Conv", "conv", "depthwise", "pointwise", "conv_out_size", "INITS"]
+
+#: weight initialisations of ``conv``: He normal (fan out), or "dirac": PyTorch's
+#: default uniform init with the first filters of each group set to the identity
+#: (an implicit residual; the speed recipe's convolutions start this way)
+INITS = ("kaiming", "dirac")
 
 
 def conv_out_size(n, k: int, stride: int, dilation: int, pad_total):
@@ -35,8 +41,9 @@ def _examples(draw):
     bias = draw(st.booleans())
     h = draw(st.integers(max(8, dilation * k + 1), 14))
     w = draw(st.integers(max(8, dilation * k + 1), 14))
+    init = draw(st.sampled_from(INITS))
     term = conv(out, k=k, stride=stride, dilation=dilation, groups=groups, bias=bias,
-                padding=padding, padding_mode=mode)
+                padding=padding, padding_mode=mode, init=init)
     return term, Field(cin), (h, w)
 
 
@@ -44,7 +51,7 @@ def _examples(draw):
 @dataclass(frozen=True, repr=False)
 class Conv(Term):
     """A 2-D convolution. ``out=None`` keeps the input width; ``groups=0`` means
-    one group per input channel (depthwise)."""
+    one group per input channel (depthwise). ``init`` is one of :data:`INITS`."""
 
     out: Optional[Channels] = None
     k: Union[int, Tuple[int, int]] = 3
@@ -54,6 +61,7 @@ class Conv(Term):
     bias: bool = True
     padding: Union[str, int] = "same"
     padding_mode: str = "zeros"
+    init: str = "kaiming"
     _positional = ("out",)
     linear = True
 
@@ -63,6 +71,7 @@ class Conv(Term):
         check_int("conv", "groups", self.groups, lo=0)
         if is_int(self.out) and self.groups > 0 and self.out % self.groups:
             raise OpArgError(f"conv out={self.out} must be divisible by groups={self.groups}")
+        check_choice("conv", "init", self.init, INITS)
 
     # -- shape -----------------------------------------------------------------
     def _groups(self, t: Field):
@@ -133,26 +142,40 @@ class Conv(Term):
         m = nn.Conv2d(t.channels, self._out(t), pair(self.k), stride=self.stride, padding=padding,
                       dilation=self.dilation, groups=self._groups(t), bias=self.bias,
                       padding_mode=self.padding_mode)
-        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if self.init == "dirac":
+            _dirac_(m.weight, m.groups)
+        else:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if m.bias is not None:
             nn.init.zeros_(m.bias)
         return m
 
 
+@torch.no_grad()
+def _dirac_(w: torch.Tensor, groups: int) -> None:
+    """Keep PyTorch's default init, but make the first ``min(out, in) / groups``
+    filters of every group identity maps (impulses at the kernel centre)."""
+    for wg in w.chunk(groups, dim=0):
+        n = min(wg.shape[0], wg.shape[1])
+        nn.init.dirac_(wg[:n])
+
+
 @op("conv")
 def conv(out: Optional[Channels] = None, k=3, stride: int = 1, dilation: int = 1, groups: int = 1,
-         bias: bool = True, padding: Union[str, int] = "same", padding_mode: str = "zeros") -> Conv:
+         bias: bool = True, padding: Union[str, int] = "same", padding_mode: str = "zeros",
+         init: str = "kaiming") -> Conv:
     """A 2-D convolution to ``out`` channels.
 
     ``padding="same"`` keeps the size at stride 1 (and gives ``ceil(H/stride)``
     for odd kernels at larger strides); ``padding_mode="circular"`` makes it
-    commute with circular shifts.
+    commute with circular shifts. ``init="dirac"`` starts the first filters
+    as identity maps (see :data:`INITS`).
 
     >>> from operad import ops, Field
     >>> ops.conv(16, k=3, stride=2).bind(Field(3)).out_type
     Field(16)
     """
-    return Conv(out, k, stride, dilation, groups, bias, padding, padding_mode)
+    return Conv(out, k, stride, dilation, groups, bias, padding, padding_mode, init)
 
 
 @op("conv")

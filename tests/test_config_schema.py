@@ -88,9 +88,10 @@ def test_choices_are_derived_from_the_schema_and_datasets_match_data():
 
 @pytest.mark.parametrize("name", ["", "  ", ".", "..", "/abs", "a/b", "a\\b", "../up", "x\0y"])
 def test_bad_run_names(name):
-    with pytest.raises(ConfigError, match="config key 'name'"):
+    with pytest.raises(ConfigError, match=r"^name (is empty|.* is not a plain folder name)") as e:
         Config.from_dict({"name": name})
-    with pytest.raises(ConfigError, match="single folder name"):
+    assert e.value.key == "name"
+    with pytest.raises(ConfigError, match=r"^name (is empty|.* is not a plain folder name)"):
         validate_name(name)
 
 
@@ -182,5 +183,5 @@ def test_fault_one_bad_key_is_a_config_error_before_any_data_loads(monkeypatch, 
            "epochs": 1, key: value}
     with pytest.raises(ConfigError) as e:
         train.train(raw, profile="cpu")
-    assert e.value.key == key and (f"'{key}'" in str(e.value) or f"{key} = " in str(e.value)), str(e.value)
+    assert e.value.key == key and key in str(e.value), str(e.value)
     assert not (tmp_path / "runs").exists()
