@@ -214,7 +214,7 @@ class Config:
     warmup_start: float = setting(0.1, "[0, 1]", "warm-up starts at this fraction of lr")
     min_lr: float = setting(0.0, NONNEG, "final learning rate of the cosine schedule (at most lr)")
     milestones: List[float] = setting([0.5, 0.75], POS, "step schedule: fractions of training (<= 1) or epochs")
-    gamma: float = setting(0.1, "(0, 1]", "step schedule: factor at each milestone")
+    gamma: float = setting(0.1, POS, "step schedule: factor at each milestone (> 1 raises the lr)")
     onecycle_pct: float = setting(0.3, "(0, 1)", "onecycle schedule: fraction of steps spent warming up")
     clip_grad: float = setting(0.0, NONNEG, "clip the gradient norm to this (0: off)")
     ema: float = setting(0.0, UNIT, "decay of an exponential moving average of the weights (0: off)")

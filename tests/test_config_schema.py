@@ -25,7 +25,7 @@ PROBES = [("eval_every", 0, "[1, inf)"), ("clip_grad", -1.0, "[0, inf)"), ("subs
           ("cutmix", -1.0, "[0, inf)"), ("epochs", 0, "[1, inf)"), ("batch_size", 0, "[1, inf)"),
           ("eval_batch_size", -3, "[1, inf)"), ("log_every", 0, "[1, inf)"), ("plot_every", -1, "[0, inf)"),
           ("warmup_epochs", -1.0, "[0, inf)"), ("warmup_start", 1.5, "[0, 1]"), ("min_lr", -1.0, "[0, inf)"),
-          ("gamma", 0.0, "(0, 1]"), ("onecycle_pct", 1.0, "(0, 1)"), ("rotate", 181.0, "[0, 180]"),
+          ("gamma", 0.0, "(0, inf)"), ("onecycle_pct", 1.0, "(0, 1)"), ("rotate", 181.0, "[0, 180]"),
           ("seed", -1, "[0, 1e+18]"), ("betas", [0.9, 1.0], "[0, 1)"), ("milestones", [0.5, -1.0], "(0, inf)"),
           ("scale_range", [0.0, 1.0], "(0, inf)"), ("crop_size", [0, 32], "[1, inf)"),
           ("rotation_angles", [0.0, math.inf], "(-inf, inf)")]
