@@ -8,7 +8,9 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .algebra.util import check_conv_args, floordiv, pair, spectral_norm, windows_per_pixel
+from .algebra.util import (check_channels, check_choice, check_conv_args, check_int, floordiv, is_int, pair,
+                           spectral_norm, windows_per_pixel)
+from .algebra.errors import OpArgError
 from .algebra.field import Channels, Field
 from .algebra.term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
@@ -65,8 +67,11 @@ class Conv(Term):
 
     def __post_init__(self):
         check_conv_args("conv", self.k, self.stride, self.dilation, self.padding, self.padding_mode)
-        if self.init not in INITS:
-            raise ValueError(f"conv init must be one of {', '.join(INITS)}; got {self.init!r}")
+        check_channels("conv", "out", self.out, none_ok=True)
+        check_int("conv", "groups", self.groups, lo=0)
+        if is_int(self.out) and self.groups > 0 and self.out % self.groups:
+            raise OpArgError(f"conv out={self.out} must be divisible by groups={self.groups}")
+        check_choice("conv", "init", self.init, INITS)
 
     # -- shape -----------------------------------------------------------------
     def _groups(self, t: Field):
@@ -94,7 +99,7 @@ class Conv(Term):
         if isinstance(t.channels, int) and t.channels % g:
             self.reject(f"input channels divisible by groups={g}", t)
         if isinstance(out, int) and isinstance(g, int) and out % g:
-            raise ValueError(f"conv out={out} must be divisible by groups={g}")
+            self.reject(f"out channels divisible by groups={g} (out={out})", t)
         return Field(out)
 
     def out_size(self, t, size):
@@ -182,6 +187,7 @@ def depthwise(k=3, stride: int = 1, multiplier: int = 1, dilation: int = 1, bias
     >>> ops.depthwise(3).bind(Field(8)).weight.shape
     torch.Size([8, 1, 3, 3])
     """
+    check_int("depthwise", "multiplier", multiplier)
     if multiplier == 1:
         return Conv(None, k, stride, dilation, 0, bias, padding, padding_mode)
     return _DepthwiseMultiplier(k, stride, multiplier, dilation, bias, padding, padding_mode)
@@ -205,6 +211,7 @@ class _DepthwiseMultiplier(Conv):
     multiplier: int = 1
 
     def __init__(self, k, stride, multiplier, dilation, bias, padding, padding_mode):
+        check_int("depthwise", "multiplier", multiplier)
         object.__setattr__(self, "multiplier", multiplier)
         Conv.__init__(self, None, k, stride, dilation, 0, bias, padding, padding_mode)
 

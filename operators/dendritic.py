@@ -211,6 +211,7 @@ class DendriticLinear(Term):
     bias: bool = False
     impl: str = "fused"
     bias_init: float = 0.0
+    _arg_rules = {"bias_init": "[0, inf)"}  # a standard deviation
     _positional = ("out",)
 
     def __post_init__(self):
@@ -305,6 +306,7 @@ class DendriticConv(Term):
     padding_mode: str = "zeros"
     impl: str = "fused"
     bias_init: float = 0.0
+    _arg_rules = {"bias_init": "[0, inf)"}  # a standard deviation
     _positional = ("out",)
 
     def __post_init__(self):

@@ -583,6 +583,7 @@ class FeatureNonlocal(Term):
     n: int = 2
     eps: float = 1e-2
     _positional = ("kind",)
+    _arg_rules = {"eps": "-"}  # checked below: only the singular kernels need eps > 0
 
     def __post_init__(self):
         if self.kind not in _KINDS:

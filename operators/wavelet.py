@@ -217,6 +217,7 @@ class DTCWPT(Term):
     stride: Optional[int] = None
     parts: str = "complex"
     mix: int = 0
+    _arg_rules = {"mix": "[0, inf)"}  # 0: no colour mixing
     linear = True
 
     def __post_init__(self):

@@ -26,6 +26,7 @@ from typing import FrozenSet, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .errors import OpArgError, OpArgTypeError
 from .field import Field, TypeMismatch
 from .term import ALL_TRANSFORMS, Cost, Size, Term, _join, attach, combinator, op, register_family
 
@@ -414,9 +415,9 @@ class Minimum(_BranchTerm):
 def _branches(terms, name, minimum=1):
     for i, t in enumerate(terms):
         if not isinstance(t, Term):
-            raise TypeError(f"ops.{name} takes terms; argument {i} is {type(t).__name__}")
+            raise OpArgTypeError(f"ops.{name} takes terms; argument {i} is {type(t).__name__}")
     if len(terms) < minimum:
-        raise ValueError(f"ops.{name} needs at least {minimum} branches; got {len(terms)}")
+        raise OpArgError(f"ops.{name} needs at least {minimum} branches; got {len(terms)}")
     return tuple(terms)
 
 
@@ -533,7 +534,7 @@ def residual(body: Term, shortcut: Optional[Term] = None) -> Term:
     Field(8)
     """
     if not isinstance(body, Term) or (shortcut is not None and not isinstance(shortcut, Term)):
-        raise TypeError("ops.residual takes terms: residual(body, shortcut=None)")
+        raise OpArgTypeError("ops.residual takes terms: residual(body, shortcut=None)")
     return Residual(body, shortcut)
 
 
@@ -630,7 +631,7 @@ def dense(layer: Term, n: int) -> Term:
     Field(18)
     """
     if not isinstance(layer, Term):
-        raise TypeError(f"ops.dense takes a term; got {type(layer).__name__}")
+        raise OpArgTypeError(f"ops.dense takes a term; got {type(layer).__name__}")
     return Dense(layer, n)
 
 
