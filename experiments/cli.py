@@ -420,11 +420,6 @@ def _user_errors() -> tuple:
 
     # a path the user named that is missing or unreadable is the user's to fix, not a bug
     errs = [OperadError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError]
-    try:  # the data layer's own error (not necessarily an OperadError)
-        from operad.experiments.data import DataError
-        errs.append(DataError)
-    except ImportError:  # pragma: no cover
-        pass
     return tuple(errs)
 
 

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from operad.operators.algebra.errors import OperadError
 from operad.experiments.augment import Augment, DeviceBatches, SegAugment, mix_batch, mixed_loss, step_generator
 from operad.experiments.config import Config, ConfigError, dump_toml, expand_runs, load_config
 from operad.experiments.data import ArrayData, load_dataset
@@ -47,11 +48,11 @@ __all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceEr
 CKPT = "checkpoint.pt"
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(OperadError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class CheckpointError(OSError):
+class CheckpointError(OperadError, OSError):
     """Writing a checkpoint failed; the previous one (if any) is intact."""
 
 

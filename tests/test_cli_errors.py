@@ -132,3 +132,21 @@ def test_bad_options_are_usage_errors(capsys, argv, what):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert f"operad {argv[0]}: error: {what}" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("make", ["checkpoint", "data", "divergence"])
+def test_engine_errors_reach_the_user_in_one_line(capsys, monkeypatch, make):
+    from operad.experiments.data import DataError
+    from operad.experiments.train import CheckpointError, DivergenceError
+
+    err = {"checkpoint": CheckpointError("the checkpoint of step 3 was not written"),
+           "data": DataError("data_batch_1 is truncated"),
+           "divergence": DivergenceError("loss is nan at step 4")}[make]
+
+    def fail(*a, **k):
+        raise err
+
+    monkeypatch.setattr(cli, "_model_from_spec", fail)
+    code = main(["summary", EXPR])
+    assert code == (3 if make == "divergence" else 2)
+    assert capsys.readouterr().err.strip() == f"operad summary: error: {err}"
