@@ -145,3 +145,17 @@ def test_linear_claim_holds(name, data):
     lhs = m(2.0 * x - 0.5 * y) - zero
     rhs = 2.0 * (m(x) - zero) - 0.5 * (m(y) - zero)
     torch.testing.assert_close(lhs, rhs)
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+@given(data=st.data())
+def test_declared_nonnegativity_holds(name, data):
+    """Where a term declares its output non-negative (always, or on non-negative
+    inputs), no input of that kind gives a negative output."""
+    term, t, size = _draw(data, name)
+    m = _settle(term.bind(t)).double()
+    x = _input(t, size, dtype=torch.float64)
+    for given_nonneg, inp in ((False, x), (True, x.abs())):
+        if term.nonnegative(t, given_nonneg) and not (given_nonneg and t.is_complex):
+            y = m(inp)
+            assert not y.is_complex() and y.min() >= 0, f"{term!r} on {t!r} declares a non-negative output"
