@@ -215,14 +215,14 @@ class Term:
 
     def nonnegative(self, t: Field, input_nonnegative: bool = False) -> bool:
         """Whether every output is >= 0 on input ``t``, given whether the input is
-        (a ReLU's always is; a pool's is when its input is; a leaky ReLU's never
+        (a ReLU's always is; a pool's or a leaky ReLU's when its input is; a GELU's never
         is). Rewrites that need a sign (``remove_residuals``) decide by this; the
         property suite checks it. Combinators derive it from their parts.
 
         >>> from operad import ops, Field
         >>> (ops.conv(4) >> ops.relu() >> ops.max_pool()).nonnegative(Field(3))
         True
-        >>> ops.leaky_relu().nonnegative(Field(3), input_nonnegative=True)
+        >>> ops.leaky_relu().nonnegative(Field(3))
         False
         """
         return bool(input_nonnegative and self.keeps_nonnegative)

@@ -15,8 +15,8 @@ a projection) applied to them::
 
 This is exact only where the block input is non-negative. The rewrite decides
 that by the algebra: every term declares whether its output is non-negative
-(:meth:`~operad.Term.nonnegative`: a ReLU, ReLU6 or sigmoid's always is, a
-pool's when its input is, a leaky ReLU's, GELU's or convolution's is not).
+(:meth:`~operad.Term.nonnegative`: a ReLU, ReLU6 or sigmoid's always is; a
+pool's or leaky ReLU's only when its input is; a GELU's or convolution's not).
 Blocks that do not qualify raise a ``ValueError`` naming the block
 (``strict=False`` leaves them as they are, which is always exact).
 
