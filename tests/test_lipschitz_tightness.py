@@ -59,3 +59,32 @@ def test_a_sequence_of_circular_convs_multiplies_exact_norms():
     m = _bias_free(net, Field(3))
     exact = [float(torch.linalg.matrix_norm(_dense(c, c.in_type.channels, 7, 7), ord=2)) for c in m]
     assert operad.verify.declared_lipschitz(m, (7, 7)) == pytest.approx(exact[0] * exact[1], rel=1e-9)
+
+
+def test_tightness_study_reports_bounds_estimates_and_missing_bounds(capsys):
+    from operad.experiments.studies import tightness
+    out = tightness.main(["--families", "conv", "residual", "feature_nonlocal", "--models", "none",
+                          "--examples", "2", "--points", "1", "--iters", "10"])
+    rows = {r["name"]: r for r in out["families"]}
+    assert not out["models"]
+    for name in ("conv", "residual"):
+        r = rows[name]
+        assert r["bounded"] == r["examples"] == 2 and r["violated"] == 0
+        assert r["estimate"] > 0 and r["ratio"] >= 1 - 1e-3 and r["worst"] >= r["ratio"]
+    assert rows["feature_nonlocal"]["bounded"] == 0 and rows["feature_nonlocal"]["ratio"] is None
+    text = capsys.readouterr().out
+    assert "| conv |" in text and "no Lipschitz bound declared: feature_nonlocal" in text
+
+
+@pytest.mark.slow
+def test_tightness_of_a_registered_model():
+    from operad.experiments.studies import tightness
+    r = tightness.model_row("resnet20", points=1, iters=8)
+    assert r["bounded"] == 1 and r["violated"] == 0 and r["estimate"] > 0
+    assert r["ratio"] > 2  # a deep net's product of layer bounds is loose
+
+
+def test_family_examples_are_reproducible():
+    from operad.experiments.studies.tightness import family_examples
+    a, b = family_examples("conv", 3), family_examples("conv", 3)
+    assert len(a) == 3 and [repr(x[0]) for x in a] == [repr(x[0]) for x in b]
