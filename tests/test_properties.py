@@ -172,3 +172,11 @@ def test_lipschitz_bound_declared_or_reported(name):
     if all(b is None for b in bounds):
         pytest.skip(f"{name} declares no Lipschitz bound")
     assert all(b is None or (b >= 0 and math.isfinite(b)) for b in bounds)
+
+
+@pytest.mark.parametrize("name", ["inverted_residual", "mgic", "g_ghost_stage", "ghost", "ghost_bottleneck", "rmax"])
+def test_composite_families_declare_what_their_parts_keep(name):
+    """Blocks built only from shift-equivariant parts (circular padding) declare it, so the
+    equivariance test above checks something for them."""
+    from operad.experiments.studies.tightness import family_examples
+    assert any("shift" in term.equivariance(t) for term, t, _ in family_examples(name, 10))
