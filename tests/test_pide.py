@@ -576,7 +576,11 @@ def test_compare_pide_trains_both_networks_on_shipped_cifar(shared_data, capsys)
     res = compare_pide.main(["--data", shared_data, "--per-class", "2", "--test-per-class", "1", "--epochs", "1",
                              "--batch", "10", "--widths", "4,8,8", "--nonlocal", "grid,fractional", "--seeds", "0"])
     assert set(res) == {"nonlocal (grid)", "nonlocal (fractional)", "local baseline"}
-    assert all(0 <= acc <= 1 for runs in res.values() for acc, _, _ in runs)
+    # accuracies are fractions of the 10 test images; parameter counts are the networks' own
+    assert all(acc * 10 == pytest.approx(round(acc * 10)) and 0 <= acc <= 1 for runs in res.values() for acc, _, _ in runs)
+    from operad.models.pide import pide_classifier
+    for name, kind in [("nonlocal (grid)", "grid"), ("nonlocal (fractional)", "fractional"), ("local baseline", None)]:
+        assert res[name][0][2] == operad.cost(pide_classifier(10, 3, (4, 8, 8), 1, kind), Field(3)).params
     assert "| local baseline |" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         compare_pide.main(["--data", shared_data, "--nonlocal", "fractinal"])
