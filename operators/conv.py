@@ -148,8 +148,8 @@ class Conv(Term):
             return False
         (ph, pw), _ = self._pads()
         kh, kw = pair(self.k)
-        return (ph, pw) == (self.dilation * (kh - 1), self.dilation * (kw - 1)) and ph // 2 <= size[0] \
-            and pw // 2 <= size[1]
+        return (ph, pw) == (self.dilation * (kh - 1), self.dilation * (kw - 1)) and (ph + 1) // 2 <= size[0] \
+            and (pw + 1) // 2 <= size[1]
 
     def lipschitz_bound(self, m, size=None):
         """``sqrt(windows per pixel) * ||W||_2`` in general; with circular padding and a known
