@@ -75,13 +75,14 @@ def cmd_train(a) -> int:
 
 
 def _load(a):
-    from operad.experiments.data import load_dataset
+    from operad.experiments.data import check_classes, load_dataset
     from operad.experiments.train import _val_split, load_run_model
 
     device = a.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")
     model, cfg, classes = load_run_model(a.run, use_ema=not a.no_ema, device=device)
     split = a.split or _val_split(cfg.dataset)
     data = load_dataset(cfg.dataset, split, a.data or cfg.data_root or None, a.subset or None)
+    check_classes(data, classes, f"the checkpoint {a.run}")  # before any evaluation
     return model, cfg, data, device
 
 

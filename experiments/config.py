@@ -49,6 +49,7 @@ CHOICES = {
     "task": ("auto", "classification", "segmentation"),
     "amp": ("auto", "off", "bf16", "fp16"),
     "deploy": ("", "fuse", "remove_residuals"),
+    "recipe": ("", "speedrun"),
 }
 
 
@@ -68,6 +69,10 @@ class Config:
     model: str = ""
     model_expr: str = ""
     model_args: Dict[str, Any] = field(default_factory=dict)
+    # a training recipe of its own instead of the engine ("speedrun": operad.experiments.speedrun),
+    # with its settings in [recipe_args]
+    recipe: str = ""
+    recipe_args: Dict[str, Any] = field(default_factory=dict)
     # data
     dataset: str = "cifar10"
     data_root: str = ""

@@ -12,7 +12,12 @@ from .algebra.util import check_conv_args, floordiv, pair, spectral_norm, window
 from .algebra.field import Channels, Field
 from .algebra.term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
-__all__ = ["Conv", "conv", "depthwise", "pointwise", "conv_out_size", "circular_spectral_norm"]
+__all__ = ["Conv", "conv", "depthwise", "pointwise", "conv_out_size", "circular_spectral_norm", "INITS"]
+
+#: weight initialisations of ``conv``: He normal (fan out), or "dirac": PyTorch's
+#: default uniform init with the first filters of each group set to the identity
+#: (an implicit residual; the speed recipe's convolutions start this way)
+INITS = ("kaiming", "dirac")
 
 
 def conv_out_size(n, k: int, stride: int, dilation: int, pad_total):
@@ -60,8 +65,9 @@ def _examples(draw):
     bias = draw(st.booleans())
     h = draw(st.integers(max(8, dilation * k + 1), 14))
     w = draw(st.integers(max(8, dilation * k + 1), 14))
+    init = draw(st.sampled_from(INITS))
     term = conv(out, k=k, stride=stride, dilation=dilation, groups=groups, bias=bias,
-                padding=padding, padding_mode=mode)
+                padding=padding, padding_mode=mode, init=init)
     return term, Field(cin), (h, w)
 
 
@@ -69,7 +75,7 @@ def _examples(draw):
 @dataclass(frozen=True, repr=False)
 class Conv(Term):
     """A 2-D convolution. ``out=None`` keeps the input width; ``groups=0`` means
-    one group per input channel (depthwise)."""
+    one group per input channel (depthwise). ``init`` is one of :data:`INITS`."""
 
     out: Optional[Channels] = None
     k: Union[int, Tuple[int, int]] = 3
@@ -79,11 +85,14 @@ class Conv(Term):
     bias: bool = True
     padding: Union[str, int] = "same"
     padding_mode: str = "zeros"
+    init: str = "kaiming"
     _positional = ("out",)
     linear = True
 
     def __post_init__(self):
         check_conv_args("conv", self.k, self.stride, self.dilation, self.padding, self.padding_mode)
+        if self.init not in INITS:
+            raise ValueError(f"conv init must be one of {', '.join(INITS)}; got {self.init!r}")
 
     # -- shape -----------------------------------------------------------------
     def _groups(self, t: Field):
@@ -170,26 +179,40 @@ class Conv(Term):
         m = nn.Conv2d(t.channels, self._out(t), pair(self.k), stride=self.stride, padding=padding,
                       dilation=self.dilation, groups=self._groups(t), bias=self.bias,
                       padding_mode=self.padding_mode)
-        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if self.init == "dirac":
+            _dirac_(m.weight, m.groups)
+        else:
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if m.bias is not None:
             nn.init.zeros_(m.bias)
         return m
 
 
+@torch.no_grad()
+def _dirac_(w: torch.Tensor, groups: int) -> None:
+    """Keep PyTorch's default init, but make the first ``min(out, in) / groups``
+    filters of every group identity maps (impulses at the kernel centre)."""
+    for wg in w.chunk(groups, dim=0):
+        n = min(wg.shape[0], wg.shape[1])
+        nn.init.dirac_(wg[:n])
+
+
 @op("conv")
 def conv(out: Optional[Channels] = None, k=3, stride: int = 1, dilation: int = 1, groups: int = 1,
-         bias: bool = True, padding: Union[str, int] = "same", padding_mode: str = "zeros") -> Conv:
+         bias: bool = True, padding: Union[str, int] = "same", padding_mode: str = "zeros",
+         init: str = "kaiming") -> Conv:
     """A 2-D convolution to ``out`` channels.
 
     ``padding="same"`` keeps the size at stride 1 (and gives ``ceil(H/stride)``
     for odd kernels at larger strides); ``padding_mode="circular"`` makes it
-    commute with circular shifts.
+    commute with circular shifts. ``init="dirac"`` starts the first filters
+    as identity maps (see :data:`INITS`).
 
     >>> from operad import ops, Field
     >>> ops.conv(16, k=3, stride=2).bind(Field(3)).out_type
     Field(16)
     """
-    return Conv(out, k, stride, dilation, groups, bias, padding, padding_mode)
+    return Conv(out, k, stride, dilation, groups, bias, padding, padding_mode, init)
 
 
 @op("conv")
