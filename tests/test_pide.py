@@ -551,8 +551,11 @@ def test_pide_benchmark_runs_and_its_dense_baseline_is_the_quadrature(capsys, mo
     torch.testing.assert_close(k, k.T)
     torch.testing.assert_close(k.sum(1), torch.zeros(30), atol=1e-5, rtol=0)
     assert torch.linalg.eigvalsh(k.double()).min() > -1e-5  # a positive semi-definite dense operator
-    rows = bench_pide.bench_grid([(8, 8), (16, 12)], batch=2, channels=2, reps=2, dense_gib=0.01)
-    assert [r[:2] for r in rows] == [(8, 8), (16, 12)] and all(t > 0 for r in rows for t in r[2:])
+    rows = bench_pide.bench_grid([(8, 8), (16, 12), (48, 40)], batch=2, channels=2, reps=2, dense_gib=0.01)
+    assert [r[:2] for r in rows] == [(8, 8), (16, 12), (48, 40)]
+    # the dense N x N matrix is timed exactly where it fits the memory limit (48x40: 14.7 MB > 0.01 GiB)
+    assert [r[4] == r[4] for r in rows] == [True, True, False]
+    assert all(r[2] == 2 and r[3] > 0 and r[5] > 0 for r in rows)
     png = tmp_path / "grid.png"
     assert bench_pide.plot_grid(rows, 2, str(png)) == str(png) and png.stat().st_size > 1000
     rel = bench_pide.bench_scaling([8, 16], 512, reps=2)
