@@ -178,3 +178,11 @@ def test_nonnegative_is_derived_by_the_combinators():
     assert not ops.concat(ops.relu(), ops.gelu()).nonnegative(t)
     assert ops.residual(ops.relu()).nonnegative(t, True) and not ops.residual(ops.relu()).nonnegative(t)
     assert (ops.relu() * 3).named("a").nonnegative(t)
+    # macro families follow their expansion: CMod and a ReLU'd ghost module end in ReLUs
+    assert ops.cmod(8).nonnegative(t) and ops.ghost(8).nonnegative(t)
+    assert not ops.inverted_residual(8).nonnegative(Field(8)) and not ops.ghost(8, relu=False).nonnegative(t)
+    torch.manual_seed(0)
+    m = _randomize_bn((ops.ghost(8) >> ops.residual(ops.conv(8) >> ops.relu() >> ops.conv(8))).bind(t).double()).eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert (remove_residuals(m)(x) - m(x)).abs().max() < 1e-10
