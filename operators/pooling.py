@@ -44,6 +44,7 @@ class Pool(Term):
     stride: Optional[int] = None
     padding: int = 0
     _positional = ("k",)
+    keeps_nonnegative = True
 
     def __post_init__(self):
         check_choice("pool", "kind", self.kind, ("max", "avg"))
@@ -139,6 +140,8 @@ def _gexamples(draw):
 
 class AvgOrMaxPool:
     """What average-or-max pools over a whole rank-2 field share (``kind`` is the field)."""
+
+    keeps_nonnegative = True
 
     def _check_kind(self, name: str) -> None:
         if self.kind not in ("avg", "max"):

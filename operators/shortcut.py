@@ -51,6 +51,7 @@ class Subsample(Term):
     stride: int = 2
     _positional = ("stride",)
     linear = True
+    keeps_nonnegative = True
 
     def __post_init__(self):
         if not isinstance(self.stride, int) or self.stride < 1:
@@ -101,6 +102,7 @@ class PadChannels(Term):
     out: int
     _positional = ("out",)
     linear = True
+    keeps_nonnegative = True
 
     def out_type(self, t):
         self.require_real(t, rank=None)

@@ -135,6 +135,11 @@ class Seq(Term):
     def linear(self):
         return all(i.linear for i in self.items)
 
+    def nonnegative(self, t, input_nonnegative=False):
+        for item, ti in zip(self.items, self._types(t)):
+            input_nonnegative = item.nonnegative(ti, input_nonnegative)
+        return input_nonnegative
+
     def lipschitz_bound(self, m, size=None):
         bound = 1.0
         for child in m.children():
@@ -182,6 +187,9 @@ class Repeat(Term):
 
     def equivariance(self, t):
         return self._seq().equivariance(t)
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self._seq().nonnegative(t, input_nonnegative)
 
     @property
     def linear(self):
@@ -235,6 +243,9 @@ class Named(Term):
 
     def equivariance(self, t):
         return self.inner.equivariance(t)
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self.inner.nonnegative(t, input_nonnegative)
 
     @property
     def linear(self):
@@ -302,6 +313,10 @@ class _BranchTerm(Term):
         for b in self.items:
             eq = eq & b.equivariance(t)
         return eq
+
+    def nonnegative(self, t, input_nonnegative=False):
+        """Sums, concatenations and minima of non-negative branches are non-negative."""
+        return all(b.nonnegative(t, input_nonnegative) for b in self.items)
 
     def _bind(self, t, path):
         out = self._infer(t)
@@ -505,6 +520,10 @@ class Residual(Term):
     def equivariance(self, t):
         return self.body.equivariance(t) & self._short().equivariance(t)
 
+    def nonnegative(self, t, input_nonnegative=False):
+        return (self.body.nonnegative(t, input_nonnegative)
+                and self._short().nonnegative(t, input_nonnegative))
+
     @property
     def linear(self):
         return self.body.linear and self._short().linear
@@ -599,6 +618,10 @@ class Dense(Term):
         for ti in self._types(t)[:-1]:
             eq = eq & self.layer.equivariance(ti)
         return eq
+
+    def nonnegative(self, t, input_nonnegative=False):
+        """The input is part of the output: non-negative only if it and every layer's output are."""
+        return input_nonnegative and all(self.layer.nonnegative(ti, True) for ti in self._types(t)[:-1])
 
     @property
     def linear(self):

@@ -221,6 +221,8 @@ class Term:
 
     family: ClassVar[str] = "term"
     linear: ClassVar[bool] = False
+    #: maps non-negative inputs to non-negative outputs (pools, identity, padding)
+    keeps_nonnegative: ClassVar[bool] = False
     #: fields printed positionally in the repr
     _positional: ClassVar[Tuple[str, ...]] = ()
 
@@ -247,6 +249,20 @@ class Term:
         ``{"shift", "rot90", "flip", "rotation"}``. ``shift`` means circular
         shifts by multiples of the term's total stride."""
         return frozenset()
+
+    def nonnegative(self, t: Field, input_nonnegative: bool = False) -> bool:
+        """Whether every output is >= 0 on input ``t``, given whether the input is
+        (a ReLU's always is; a pool's or a leaky ReLU's when its input is; a GELU's never
+        is). Rewrites that need a sign (``remove_residuals``) decide by this; the
+        property suite checks it. Combinators derive it from their parts.
+
+        >>> from operad import ops, Field
+        >>> (ops.conv(4) >> ops.relu() >> ops.max_pool()).nonnegative(Field(3))
+        True
+        >>> ops.leaky_relu().nonnegative(Field(3))
+        False
+        """
+        return bool(input_nonnegative and self.keeps_nonnegative)
 
     def build(self, t: Field) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} does not build a module")
