@@ -71,6 +71,7 @@ def _parse_shape(s: Optional[str]):
 
 def cmd_train(a) -> int:
     from operad.experiments.train import train
+    from operad.experiments.detection.engine import is_detection_config
 
     ov = list(a.overrides)
     if a.data:
@@ -79,6 +80,10 @@ def cmd_train(a) -> int:
         ov.append("download=true")
     if a.out:
         ov.append(f"out_dir={json.dumps(a.out)}")
+    if is_detection_config(a.config):  # task = "detection": the detection engine (experiments/detection)
+        from operad.experiments.detection.engine import train_detection
+        train_detection(a.config, ov, overwrite=a.overwrite, profile=a.profile, only=a.only or None)
+        return 0
     res = train(a.config, ov, resume=a.resume, overwrite=a.overwrite, profile=a.profile, only=a.only or None)
     rs = res if isinstance(res, list) else [res]
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -103,9 +108,15 @@ def _load(a):
 
 def cmd_eval(a) -> int:
     from operad.experiments.augment import DeviceBatches
+    from operad.experiments.detection.engine import eval_detection, is_detection_run
     from operad.experiments.evaluate import evaluate
     from operad.experiments.plots import plot_confusion
 
+    if is_detection_run(a.run):  # a detection run: mAP and a PNG of predicted boxes
+        r = eval_detection(a.run, a.data, a.split or "val", a.subset, min(a.batch_size, 16), a.device or "cpu", a.out)
+        print(f"{a.run} on {a.split or 'val'} ({r['images']} images): mAP@0.5 {r['map50']:.4f} (all-point), "
+              f"{r['map50_11point']:.4f} (11-point), COCO mAP@[.5:.95] {r['coco_map']:.4f}; wrote {r['png']}")
+        return 0
     model, cfg, data, device = _load(a)
     r = evaluate(model, DeviceBatches(data, a.batch_size, device))
     out = a.out or (a.run if os.path.isdir(a.run) else os.path.dirname(a.run))
@@ -293,6 +304,20 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def cmd_derive_boxes(a) -> int:
+    """Boxes of CamVid's Car, Pedestrian, Bicyclist and SignSymbol components, in the VOC layout."""
+    from operad.experiments.data import data_root
+    from operad.experiments.detection.derive import derive_camvid_boxes
+
+    src = a.camvid or os.path.join(data_root(a.data), "camvid")
+    stats = derive_camvid_boxes(src, a.out, a.min_area)
+    for split, st in stats.items():
+        print(f"{split}: {st['frames']} frames, {st['boxes']} boxes ("
+              + ", ".join(f"{k} {v}" for k, v in st.items() if k not in ("frames", "boxes")) + ")")
+    print(f"wrote {a.out} (VOC layout; derived from the CamVid label maps at {src})")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 def _int_at_least(lo: int):
@@ -375,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--max-shift", type=_int_at_least(0), default=4)
             e.add_argument("--shift-mode", default="zeros", choices=("zeros", "reflect", "circular"))
         e.set_defaults(fn=fn)
+
+    db = add("derive-boxes", help="detection boxes derived from CamVid label maps (VOC layout)")
+    db.add_argument("out", help="output folder (Annotations/, JPEGImages/, ImageSets/Main/)")
+    db.add_argument("--camvid", help="the CamVid folder (default <data root>/camvid)")
+    db.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
+    db.add_argument("--min-area", type=int, default=100, help="smallest component kept, in pixels (default 100)")
+    db.set_defaults(fn=cmd_derive_boxes)
 
     ls = add("list", help="registered models and bundled configs")
     ls.add_argument("pattern", nargs="?", default="*")

@@ -191,12 +191,12 @@ class Config:
                           choices=("", "speedrun"))
     recipe_args: Dict[str, Any] = setting({}, doc="settings of the recipe")
     # data
-    dataset: str = setting("cifar10", doc="data set", choices=("cifar10", "cifar100", "camvid"))
+    dataset: str = setting("cifar10", doc="data set", choices=("cifar10", "cifar100", "camvid", "voc", "coco"))
     data_root: str = setting("", doc="data folder (default $OPERAD_DATA, then ./data)")
     subset: int = setting(0, NONNEG, "first N training images per class (0: all)")
     val_subset: int = setting(0, NONNEG, "first N validation images per class (0: all)")
     download: bool = setting(False, doc="download the data set if missing")
-    task: str = setting("auto", doc="what the model predicts", choices=("auto", "classification", "segmentation"))
+    task: str = setting("auto", doc="what the model predicts", choices=("auto", "classification", "segmentation", "detection"))
     # optimisation
     epochs: int = setting(10, COUNT, "training epochs")
     max_steps: int = setting(0, NONNEG, "stop after this many steps (0: epochs decide)")

@@ -100,7 +100,7 @@ def test_whole_model(name):
 def test_every_model_has_a_docstring_and_known_task():
     for name in list_models():
         info = model_info(name)
-        assert info.task in ("classification", "segmentation"), name
+        assert info.task in ("classification", "segmentation", "detection"), name
         assert (info.fn.__doc__ or "").strip(), f"{name} has no docstring"
         assert len(info.input_size) == 3 and all(isinstance(s, int) and s > 0 for s in info.input_size)
 

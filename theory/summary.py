@@ -102,8 +102,9 @@ def summary(module: nn.Module, input_shape: Sequence[int], max_depth: Optional[i
         # children see sizes in sequence for Seq, the same size for branches
         from ..operators.algebra.combinators import SeqModule
         cur = size
-        for k in kids:
-            visit(k, depth + 1, cur)
+        sizes = m.child_sizes(size) if hasattr(m, "child_sizes") else None  # e.g. ops.multibox's levels
+        for j, k in enumerate(kids):
+            visit(k, depth + 1, sizes[j] if sizes is not None else cur)
             if isinstance(m, SeqModule):
                 cur = k.term.out_size(k.in_type, cur) if cur is not None else None
 
