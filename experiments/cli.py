@@ -163,6 +163,9 @@ def cmd_summary(a) -> int:
     model, shape = _model_from_spec(a.model, a.num_classes)
     shape = _parse_shape(a.input) or shape
     print(summary(model, shape))
+    cfg = getattr(model, "default_cfg", None)
+    if cfg:  # timm-style defaults of a registered model (operad.models.hub)
+        print("default_cfg: " + ", ".join(f"{k} {v}" for k, v in cfg.items() if k not in ("architecture", "tags")))
     return 0
 
 

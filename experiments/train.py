@@ -38,6 +38,7 @@ from operad.experiments.augment import Augment, DeviceBatches, SegAugment, mix_b
 from operad.experiments.config import Config, ConfigError, dump_toml, expand_runs, load_config
 from operad.experiments.data import ArrayData, load_dataset
 from operad.experiments.evaluate import evaluate
+from operad.models.hub import save_safetensors
 
 __all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "EMA", "make_optimizer", "make_schedule",
            "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
@@ -631,6 +632,7 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
         final_sd = {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                     "config": cfg.to_dict(), "classes": list(train_data.classes)}
         save_checkpoint(os.path.join(run_dir, "final.pt"), final_sd)
+        save_safetensors(final_model, os.path.join(run_dir, "final.safetensors"))  # the evaluated weights
         from operad.experiments.plots import plot_confusion, plot_run
 
         with open(os.path.join(run_dir, "eval.json"), "w") as f:

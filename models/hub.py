@@ -138,12 +138,16 @@ def _head_leaves(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 
 def _classifier_index(leaves: List[Tuple[str, nn.Module]]) -> Optional[int]:
-    """The last head step with a 2-D-or-more weight (a linear or conv classifier, not a norm)."""
+    """The last head step with a parameter of 2 or more dimensions (a linear, conv or harmonic
+    conv classifier, not a norm or a scale)."""
     for i in range(len(leaves) - 1, -1, -1):
-        w = getattr(leaves[i][1], "weight", None)
-        if isinstance(w, torch.Tensor) and w.dim() >= 2:
+        if _weighted(leaves[i][1], 2):
             return i
     return None
+
+
+def _weighted(m: nn.Module, dim: int) -> bool:
+    return any(p.dim() >= dim for p in m.parameters())
 
 
 def classifier_path(model: nn.Module) -> Optional[str]:
@@ -168,7 +172,8 @@ def default_cfg(entry: ModelEntry, num_classes: Optional[int], in_chans: int,
     imagenet = (h, w) == (224, 224)
     first_conv = None
     if model is not None:
-        first_conv = next((k for k, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+        first_conv = next((k for k, m in model.named_modules() if any(
+            p.dim() >= 3 for p in m.parameters(recurse=False))), None)  # nn.Conv2d or an operad conv (harmonic ...)
     return {"architecture": entry.name, "task": entry.task, "input_size": (in_chans, h, w),
             "mean": tuple(mean), "std": tuple(std), "interpolation": "bilinear",
             "crop_pct": 0.875 if imagenet else 1.0, "crop_mode": "center", "num_classes": num_classes,
@@ -251,6 +256,25 @@ def _reset_classifier(self: nn.Module, num_classes: int) -> None:
     self.pretrained_cfg = self.default_cfg
 
 
+def _timm_feature_info(model: nn.Module) -> List[Dict[str, Any]]:
+    """:func:`operad.models.features.feature_info` plus timm's keys: ``num_chs`` (tensor
+    channels: twice the complex channels of harmonic fields) and ``module``."""
+    from .features import _items, trunk
+
+    if not hasattr(model, "term"):
+        return []
+    try:
+        info = _feature_info(model.term, model.in_type)
+        t, items = model.in_type, _items(trunk(model.term, model.in_type))
+    except (ValueError, AttributeError):
+        return []
+    out = []
+    for f, it in zip(info, items):
+        t = it._infer(t)
+        out.append(dict(f, num_chs=int(t.tensor_channels), module=f["name"]))
+    return out
+
+
 def attach_timm(model: nn.Module, entry: ModelEntry, num_classes: Optional[int], in_chans: int,
                 create_kwargs: Dict[str, Any]) -> nn.Module:
     """Give a bound model timm's attributes and methods (see the module docstring)."""
@@ -258,12 +282,8 @@ def attach_timm(model: nn.Module, entry: ModelEntry, num_classes: Optional[int],
     model.num_classes = num_classes
     model.default_cfg = default_cfg(entry, num_classes, in_chans, model)
     model.pretrained_cfg = model.default_cfg
-    try:
-        info = _feature_info(model.term, model.in_type) if hasattr(model, "term") else []
-    except (ValueError, AttributeError):
-        info = []
-    model.feature_info = [dict(f, num_chs=f["channels"], module=f["name"]) for f in info]
-    model.num_features = info[-1]["channels"] if info else None
+    model.feature_info = _timm_feature_info(model)
+    model.num_features = model.feature_info[-1]["num_chs"] if model.feature_info else None
     for fn in (_forward_features, _forward_head, _get_classifier, _reset_classifier):
         setattr(model, fn.__name__[1:], types.MethodType(fn, model))
     return model
