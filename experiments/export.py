@@ -174,6 +174,7 @@ def export_onnx(model: nn.Module, x: torch.Tensor, path: str, check: bool = True
             ref = model(x)
         got = sess.run(None, {sess.get_inputs()[0].name: x.detach().cpu().numpy()})[0]
         out["max_abs_diff"] = compare(ref, torch.from_numpy(got), f"onnxruntime on {os.path.basename(path)}")
+        out["output_abs_max"] = float(ref.abs().max())
     return out
 
 
@@ -190,6 +191,7 @@ def export_pt2(model: nn.Module, x: torch.Tensor, path: str, check: bool = True)
             ref = model(x)
             got = loaded.module()(x)
         out["max_abs_diff"] = compare(ref, got, f"the reloaded program {os.path.basename(path)}")
+        out["output_abs_max"] = float(ref.abs().max())
     return out
 
 

@@ -56,7 +56,8 @@ FEATURE_FRAC = "ops.conv(4) >> ops.fractional_laplacian(0.5, space='feature') >>
 def test_onnx_runs_in_onnxruntime_like_pytorch(tmp_path, name, kw, shape):
     model = create_model(name, **kw)
     r = export_model(model, shape, str(tmp_path / f"{name}.onnx"), "onnx")
-    assert os.path.getsize(r["path"]) > 0 and r["max_abs_diff"] < 1e-3
+    assert os.path.getsize(r["path"]) > 0
+    assert r["max_abs_diff"] <= 1e-4 + 1e-3 * r["output_abs_max"]  # untrained deep nets can output ~1e3
 
 
 @pytest.mark.parametrize("name,kw,shape,op", PT2_ONLY)
