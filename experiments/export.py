@@ -34,6 +34,9 @@ __all__ = ["ExportError", "export_onnx", "export_pt2", "export_model", "apply_de
            "unsupported_onnx_ops", "resolve_model"]
 
 
+OPTIMIZE_ONNX = False  # see export_onnx
+
+
 class ExportError(RuntimeError):
     """An export that failed or whose exported program disagrees with PyTorch."""
 
@@ -89,6 +92,12 @@ def _quiet():
 
 
 def _torch_export(model: nn.Module, x: torch.Tensor):
+    try:
+        with torch.no_grad():
+            model(x)
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"the model does not run at input {tuple(x.shape)}: {type(e).__name__}: "
+                          f"{str(e).splitlines()[0] if str(e) else ''} (give the shape with --input N,C,H,W)") from e
     try:
         with _quiet():
             return torch.export.export(model, (x,), strict=False)
@@ -158,7 +167,9 @@ def export_onnx(model: nn.Module, x: torch.Tensor, path: str, check: bool = True
     kw = {"opset_version": opset} if opset else {}
     try:
         with _quiet():
-            torch.onnx.export(ep, (x,), path, dynamo=True, external_data=False, **kw)
+            # optimize=False: the exporter's optimizer drops ``x + 1e-8`` as if adding zero (torch 2.13,
+            # onnxscript 0.7), which turns harmonic_relu's sqrt(|z|^2 + eps^2) into 0/0 at z = 0
+            torch.onnx.export(ep, (x,), path, dynamo=True, external_data=False, optimize=OPTIMIZE_ONNX, **kw)
     except Exception as e:  # noqa: BLE001
         raise ExportError(f"cannot export to ONNX: {unsupported_onnx_ops(e, ep, model)}. "
                           f"Use --format pt2 (a torch.export program) for this network instead.") from e

@@ -40,12 +40,18 @@ FAMILIES = [
     pytest.param("allcnn_c", {}, (1, 3, 32, 32), id="allcnn", marks=slow),
     pytest.param("pide_local", {}, (1, 3, 16, 16), id="pide_local", marks=slow),
     pytest.param("twin_alexnet", {}, (1, 3, 64, 64), id="dtcwpt_alexnet", marks=slow),
+    pytest.param("nonlocal_resnet20", {"nonlocal_op": "weighted"}, (1, 3, 16, 16), id="weighted_laplacian",
+                 marks=slow),
+    pytest.param("pide_net", {"blocks": 1, "nonlocal_op": "grid_inverse"}, (1, 3, 16, 16),
+                 id="grid_inverse_fractional_laplacian", marks=slow),
 ]
 
 # networks ONNX cannot express, and the operation that stops it
 PT2_ONLY = [
     pytest.param("nonlocal_resnet20", {}, (1, 3, 16, 16), "lgamma", id="feature_fractional_laplacian", marks=slow),
     pytest.param("pide_net", {"blocks": 1}, (1, 3, 16, 16), "lgamma", id="pide_net", marks=slow),
+    pytest.param("nonlocal_resnet20", {"nonlocal_op": "inverse"}, (1, 3, 16, 16), "lgamma",
+                 id="feature_inverse_fractional_laplacian", marks=slow),
 ]
 
 # a tiny network with the paper's feature-space fractional Laplacian (Gamma constants via lgamma)
@@ -111,7 +117,25 @@ def test_cli_export_onnx_with_fuse_and_pt2(tmp_path, capsys):
     assert "reloaded program matches" in capsys.readouterr().out
 
 
+def test_wrong_input_shape_says_which_option(tmp_path):
+    model, _ = resolve_model("ops.conv(4) >> ops.global_pool() >> ops.linear(3)", None)
+    with pytest.raises(ExportError, match=r"does not run at input \(1, 1, 8, 8\).*--input N,C,H,W"):
+        export_model(model, (1, 1, 8, 8), str(tmp_path / "m.onnx"), "onnx")
+
+
 def test_cli_export_unsupported_suggests_pt2(tmp_path, capsys):
     rc = main(["export", FEATURE_FRAC, "--input", "1,3,8,8", "--out", str(tmp_path / "m.onnx")])
     err = capsys.readouterr().err
     assert rc == 2 and "lgamma" in err and "--format pt2" in err
+
+
+def test_small_epsilons_survive_onnx_export(tmp_path):
+    """harmonic_relu divides by sqrt(|z|^2 + eps^2): at z = 0 it is 0/eps in PyTorch, and must not
+    become 0/0 in onnxruntime (the exporter's optimizer drops ``+ 1e-8``; operad turns it off)."""
+    from operad.experiments.export import export_onnx
+
+    model, _ = resolve_model("ops.harmonic_conv(2, orders=(0, 1), k=3) >> ops.harmonic_relu()", (1, 3, 8, 8))
+    x = torch.zeros(1, 3, 8, 8)
+    x[..., :2, :2] = 1.0  # zero almost everywhere: z = 0 far from the corner
+    r = export_onnx(model, x, str(tmp_path / "h.onnx"))
+    assert r["max_abs_diff"] < 1e-5
