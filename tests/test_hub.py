@@ -153,11 +153,15 @@ def test_timm_methods_on_every_imagenet_classifier(name):
 @pytest.mark.parametrize("name", ["resnet20", "hnet_digits", "cifar10_speedrun", "ghost_vgg16", "allcnn_c"])
 def test_reset_classifier(name):
     m, x = _check_timm(name, MODELS[name].input_size[1])
-    trunk = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("head.")}
+    cls = m.default_cfg["classifier"] + "."
+    keep = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith(cls)}  # trunk, hidden head layers
     m.reset_classifier(3)
     m.eval()
     assert m(x).shape == (2, 3) and m.num_classes == 3 and m.default_cfg["num_classes"] == 3
-    assert all(torch.equal(v, m.state_dict()[k]) for k, v in trunk.items())
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in keep.items() if m.state_dict()[k].shape == v.shape)
+    before = {k: v.clone() for k, v in m.state_dict().items() if k.startswith(cls)}
+    m.reset_classifier(3)  # the same size: still a fresh classifier, as in timm
+    assert any(not torch.equal(v, m.state_dict()[k]) for k, v in before.items() if v.is_floating_point() and v.numel() > 1)
     m.reset_classifier(0)
     with torch.no_grad():
         assert torch.allclose(m(x), m.forward_head(m.forward_features(x), pre_logits=True))
