@@ -32,12 +32,13 @@ import torch
 from torch import nn
 
 from . import sknet as _sknet  # noqa: F401  (registers sknet50 before its alias)
+from ..operators.algebra.combinators import SeqModule
 from .features import feature_info as _feature_info
 from .features import forward_features as _features_forward
 from .registry import MODELS, ModelEntry
 
 __all__ = ["save_safetensors", "load_state_file", "load_weights", "default_cfg", "attach_timm", "TIMM_ALIASES",
-           "classifier_path"]
+           "classifier_path", "TimmSeqModule", "create_pyramid"]
 
 # statistics the training data are normalised with (as operad.experiments.data.MEAN_STD)
 _CIFAR = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -284,9 +285,21 @@ def attach_timm(model: nn.Module, entry: ModelEntry, num_classes: Optional[int],
     model.pretrained_cfg = model.default_cfg
     model.feature_info = _timm_feature_info(model)
     model.num_features = model.feature_info[-1]["num_chs"] if model.feature_info else None
-    for fn in (_forward_features, _forward_head, _get_classifier, _reset_classifier):
-        setattr(model, fn.__name__[1:], types.MethodType(fn, model))
+    if type(model) is SeqModule:  # every registered network: a class, so the model pickles and deep-copies
+        model.__class__ = TimmSeqModule
+    else:  # pragma: no cover - a root of another kind: bound methods (deepcopy works, pickle does not)
+        for fn in (_forward_features, _forward_head, _get_classifier, _reset_classifier):
+            setattr(model, fn.__name__[1:], types.MethodType(fn, model))
     return model
+
+
+class TimmSeqModule(SeqModule):
+    """A bound sequence with timm's methods: what ``create_model`` returns."""
+
+    forward_features = _forward_features
+    forward_head = _forward_head
+    get_classifier = _get_classifier
+    reset_classifier = _reset_classifier
 
 
 def _register_aliases() -> None:

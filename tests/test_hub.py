@@ -186,3 +186,13 @@ def test_timm_aliases_are_the_same_architecture():
         assert alias in list_models() and MODELS[alias].fn is MODELS[target].fn
         a, b = create_model(alias), create_model(target)
         assert [(k, v.shape) for k, v in a.state_dict().items()] == [(k, v.shape) for k, v in b.state_dict().items()]
+
+
+def test_created_models_pickle_and_deepcopy_with_their_methods():
+    import copy
+
+    m = create_model("resnet20", num_classes=4).eval()
+    x = torch.randn(1, 3, 32, 32)
+    for c in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        c.eval()
+        assert torch.equal(c.forward_head(c.forward_features(x)), m(x)) and c.default_cfg == m.default_cfg
