@@ -89,6 +89,10 @@ def test_training_writes_final_safetensors(tmp_path):
     st = load_file(str(tmp_path / "t" / "final.safetensors"))
     assert st.keys() == model.state_dict().keys()
     assert all(torch.equal(st[k], v) for k, v in model.state_dict().items())
+    from operad.experiments.cli import main  # a run folder exports too
+
+    assert main(["export", str(tmp_path / "t"), "--format", "onnx", "--out", str(tmp_path / "t.onnx")]) == 0
+    assert (tmp_path / "t.onnx").stat().st_size > 0
 
 
 def _check_default_cfg(names):
@@ -196,3 +200,12 @@ def test_created_models_pickle_and_deepcopy_with_their_methods():
     for c in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
         c.eval()
         assert torch.equal(c.forward_head(c.forward_features(x)), m(x)) and c.default_cfg == m.default_cfg
+
+
+@pytest.mark.parametrize("mod", ["operad.models.hub", "operad.models.registry", "operad.experiments.export"])
+def test_docstring_examples(mod):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(mod))
+    assert res.failed == 0 and res.attempted > 0
