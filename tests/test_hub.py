@@ -89,6 +89,7 @@ def test_training_writes_final_safetensors(tmp_path):
     st = load_file(str(tmp_path / "t" / "final.safetensors"))
     assert st.keys() == model.state_dict().keys()
     assert all(torch.equal(st[k], v) for k, v in model.state_dict().items())
+    pytest.importorskip("onnxruntime")
     from operad.experiments.cli import main  # a run folder exports too
 
     assert main(["export", str(tmp_path / "t"), "--format", "onnx", "--out", str(tmp_path / "t.onnx")]) == 0
