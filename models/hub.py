@@ -248,7 +248,8 @@ def _reset_classifier(self: nn.Module, num_classes: int) -> None:
         keep = {k: v for k, v in old.items() if k in fresh and v.shape == fresh[k].shape
                 and not k.startswith(cls + ".")}
         new.head.load_state_dict(keep, strict=False)
-        self.head = new.head.to(next(self.parameters()).device)
+        ref = next(p for p in self.parameters() if p.is_floating_point())
+        self.head = new.head.to(device=ref.device, dtype=ref.dtype)
         for a in ("term", "out_type"):
             if hasattr(new, a):
                 setattr(self, a, getattr(new, a))

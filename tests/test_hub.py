@@ -167,7 +167,9 @@ def test_reset_classifier(name):
     before = {k: v.clone() for k, v in m.state_dict().items() if k.startswith(cls)}
     m.reset_classifier(3)  # the same size: still a fresh classifier, as in timm
     assert any(not torch.equal(v, m.state_dict()[k]) for k, v in before.items() if v.is_floating_point() and v.numel() > 1)
-    m.reset_classifier(0)
+    m.double().reset_classifier(4)  # the new classifier follows the model's dtype
+    assert m(x.double()).dtype == torch.float64 and m(x.double()).shape == (2, 4)
+    m.float().reset_classifier(0)
     with torch.no_grad():
         assert torch.allclose(m(x), m.forward_head(m.forward_features(x), pre_logits=True))
 
