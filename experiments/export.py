@@ -228,7 +228,12 @@ def resolve_model(spec: str, input_shape: Optional[Sequence[int]] = None,
     if os.path.exists(spec):
         from operad.experiments.train import load_run_model
 
-        model, cfg, _ = load_run_model(spec)
+        if spec.endswith(".safetensors"):  # a run's weights file: the config from the run's final.pt
+            from operad.models.hub import load_weights
+
+            model = load_weights(load_run_model(os.path.dirname(os.path.abspath(spec)))[0], spec)
+        else:
+            model = load_run_model(spec)[0]
         size = getattr(model, "default_input_size", None)
         if size is None:
             size = (model.in_type.tensor_channels, 32, 32) if hasattr(model, "in_type") else (3, 32, 32)

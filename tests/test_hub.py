@@ -94,6 +94,10 @@ def test_training_writes_final_safetensors(tmp_path):
 
     assert main(["export", str(tmp_path / "t"), "--format", "onnx", "--out", str(tmp_path / "t.onnx")]) == 0
     assert (tmp_path / "t.onnx").stat().st_size > 0
+    from operad.experiments.export import resolve_model
+
+    m2, shape = resolve_model(str(tmp_path / "t" / "final.safetensors"))
+    assert shape == (1, 3, 32, 32) and all(torch.equal(st[k], v) for k, v in m2.state_dict().items())
 
 
 def _check_default_cfg(names):
