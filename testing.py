@@ -5,6 +5,7 @@ function draws ``(term, field, size)`` from hypothesis) is checked by
 :func:`check_family`; one term by :func:`check_term`. Each check raises an
 ``AssertionError`` that says which claim failed, on which term and field:
 
+- ``type``: the output has the inferred type's shape;
 - ``cost``: the symbolic cost equals the counted multiply-adds;
 - ``lipschitz``: a power iteration stays under the declared bound;
 - ``equivariance``: every declared symmetry holds numerically;
@@ -17,7 +18,8 @@ function draws ``(term, field, size)`` from hypothesis) is checked by
 >>> check_term(ops.conv(4), Field(3), (8, 8), checks=("cost", "linear"))
 ['cost', 'linear']
 
-``tests/test_properties.py`` draws with :func:`draw_example` and runs these checks.
+``tests/test_properties.py`` draws with :func:`draw_example` and runs these checks (its type
+test keeps its own body for now, the same assertions as :func:`check_type`).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 
 __all__ = ["draw_example", "examples", "random_input", "settle", "CHECKS", "check_term", "check_family",
-           "check_cost", "check_lipschitz", "check_equivariance", "check_state_dict", "check_compile", "check_linear"]
+           "check_type", "check_cost", "check_lipschitz", "check_equivariance", "check_state_dict", "check_compile", "check_linear"]
 
 
 def draw_example(data, name: str):
@@ -67,6 +69,17 @@ def settle(m: torch.nn.Module) -> torch.nn.Module:
                 mod.weight.data.normal_()
                 mod.bias.data.normal_()
     return m.eval()
+
+
+def check_type(term, t, size) -> None:
+    """The module's output has the inferred type's shape and the input's dtype."""
+    m = settle(term.bind(t))
+    x = random_input(t, size)
+    y = m(x)
+    expected = m.out_type.shape(2, term.out_size(t, size))
+    assert tuple(y.shape) == expected, f"{term!r} on {t!r} at {size}: inferred {expected}, got {tuple(y.shape)}"
+    assert y.dtype == x.dtype, f"{term!r}: output dtype {y.dtype}, input {x.dtype}"
+    assert m.out_type == term.out_type(t), f"{term!r}: bound out_type {m.out_type!r} != {term.out_type(t)!r}"
 
 
 def check_cost(term, t, size) -> None:
@@ -152,7 +165,7 @@ def check_linear(term, t, size) -> None:
     torch.testing.assert_close(lhs, rhs, msg=lambda s: f"{term!r} declares linear but is not: {s}")
 
 
-CHECKS = {"cost": check_cost, "lipschitz": check_lipschitz, "equivariance": check_equivariance,
+CHECKS = {"type": check_type, "cost": check_cost, "lipschitz": check_lipschitz, "equivariance": check_equivariance,
           "state_dict": check_state_dict, "compile": check_compile, "linear": check_linear}
 
 

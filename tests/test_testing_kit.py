@@ -28,10 +28,19 @@ def test_readme_example_runs_and_catches_the_false_claim(readme_example, capsys)
 
 
 def test_check_term_and_its_errors():
-    assert check_term(ops.conv(4) >> ops.relu(), Field(3), (6, 6)) == ["cost", "lipschitz", "equivariance",
+    assert check_term(ops.conv(4) >> ops.relu(), Field(3), (6, 6)) == ["type", "cost", "lipschitz", "equivariance",
                                                                           "state_dict", "compile", "linear"]
     assert check_term(lambda: (ops.bn(), Field(2), (4, 4)), checks=("state_dict",)) == ["state_dict"]
     with pytest.raises(ValueError, match="unknown checks"):
         check_term(ops.relu(), Field(2), (4, 4), checks=("speed",))
     with pytest.raises(KeyError, match="register_family"):
         check_family("no_such_family")
+
+
+def test_docstring_example():
+    import doctest
+
+    import operad.testing
+
+    res = doctest.testmod(operad.testing)
+    assert res.failed == 0 and res.attempted > 0
