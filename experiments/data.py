@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from operad.operators.algebra.errors import OperadError
 
 __all__ = ["ArrayData", "DataError", "data_root", "cache_dir", "load_dataset", "download", "check_classes",
            "DATASETS", "CIFAR10_CLASSES", "CIFAR100_CLASSES", "CAMVID_CLASSES", "stratified_subset",
@@ -76,7 +77,7 @@ ARCHIVES = {
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 
-class DataError(RuntimeError):
+class DataError(OperadError, RuntimeError):
     """A data file is missing, truncated or not what was expected."""
 
 

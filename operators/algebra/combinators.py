@@ -26,6 +26,7 @@ from typing import FrozenSet, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .errors import OpArgError, OpArgTypeError
 from .field import Field, TypeMismatch
 from .term import ALL_TRANSFORMS, Cost, Size, Term, _join, attach, combinator, op, register_family
 
@@ -134,6 +135,11 @@ class Seq(Term):
     def linear(self):
         return all(i.linear for i in self.items)
 
+    def nonnegative(self, t, input_nonnegative=False):
+        for item, ti in zip(self.items, self._types(t)):
+            input_nonnegative = item.nonnegative(ti, input_nonnegative)
+        return input_nonnegative
+
     def lipschitz_bound(self, m, size=None):
         bound = 1.0
         for child in m.children():
@@ -181,6 +187,9 @@ class Repeat(Term):
 
     def equivariance(self, t):
         return self._seq().equivariance(t)
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self._seq().nonnegative(t, input_nonnegative)
 
     @property
     def linear(self):
@@ -234,6 +243,9 @@ class Named(Term):
 
     def equivariance(self, t):
         return self.inner.equivariance(t)
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self.inner.nonnegative(t, input_nonnegative)
 
     @property
     def linear(self):
@@ -301,6 +313,10 @@ class _BranchTerm(Term):
         for b in self.items:
             eq = eq & b.equivariance(t)
         return eq
+
+    def nonnegative(self, t, input_nonnegative=False):
+        """Sums, concatenations and minima of non-negative branches are non-negative."""
+        return all(b.nonnegative(t, input_nonnegative) for b in self.items)
 
     def _bind(self, t, path):
         out = self._infer(t)
@@ -414,9 +430,9 @@ class Minimum(_BranchTerm):
 def _branches(terms, name, minimum=1):
     for i, t in enumerate(terms):
         if not isinstance(t, Term):
-            raise TypeError(f"ops.{name} takes terms; argument {i} is {type(t).__name__}")
+            raise OpArgTypeError(f"ops.{name} takes terms; argument {i} is {type(t).__name__}")
     if len(terms) < minimum:
-        raise ValueError(f"ops.{name} needs at least {minimum} branches; got {len(terms)}")
+        raise OpArgError(f"ops.{name} needs at least {minimum} branches; got {len(terms)}")
     return tuple(terms)
 
 
@@ -504,6 +520,10 @@ class Residual(Term):
     def equivariance(self, t):
         return self.body.equivariance(t) & self._short().equivariance(t)
 
+    def nonnegative(self, t, input_nonnegative=False):
+        return (self.body.nonnegative(t, input_nonnegative)
+                and self._short().nonnegative(t, input_nonnegative))
+
     @property
     def linear(self):
         return self.body.linear and self._short().linear
@@ -533,7 +553,7 @@ def residual(body: Term, shortcut: Optional[Term] = None) -> Term:
     Field(8)
     """
     if not isinstance(body, Term) or (shortcut is not None and not isinstance(shortcut, Term)):
-        raise TypeError("ops.residual takes terms: residual(body, shortcut=None)")
+        raise OpArgTypeError("ops.residual takes terms: residual(body, shortcut=None)")
     return Residual(body, shortcut)
 
 
@@ -599,6 +619,10 @@ class Dense(Term):
             eq = eq & self.layer.equivariance(ti)
         return eq
 
+    def nonnegative(self, t, input_nonnegative=False):
+        """The input is part of the output: non-negative only if it and every layer's output are."""
+        return input_nonnegative and all(self.layer.nonnegative(ti, True) for ti in self._types(t)[:-1])
+
     @property
     def linear(self):
         return self.layer.linear
@@ -630,7 +654,7 @@ def dense(layer: Term, n: int) -> Term:
     Field(18)
     """
     if not isinstance(layer, Term):
-        raise TypeError(f"ops.dense takes a term; got {type(layer).__name__}")
+        raise OpArgTypeError(f"ops.dense takes a term; got {type(layer).__name__}")
     return Dense(layer, n)
 
 
