@@ -8,6 +8,7 @@
     operad summary MODEL|EXPR                     # table of types, costs, Lipschitz bounds
     operad verify MODEL|EXPR                      # numerical checks of the algebra's claims
     operad results [RUNS_DIR ...]                 # Markdown table + plot of finished runs
+    operad export MODEL|RUN --format onnx|pt2 --out FILE   # checked by onnxruntime / reloading
     operad --debug VERB ...                       # show the traceback of an error
 
 An error in what the user gave (config, expression, data, sizes) prints
@@ -188,6 +189,9 @@ def cmd_summary(a) -> int:
     model, shape = _model_from_spec(a.model, a.num_classes)
     shape = _parse_shape(a.input) or shape
     print(summary(model, shape))
+    cfg = getattr(model, "default_cfg", None)
+    if cfg:  # timm-style defaults of a registered model (operad.models.hub)
+        print("default_cfg: " + ", ".join(f"{k} {v}" for k, v in cfg.items() if k not in ("architecture", "tags")))
     return 0
 
 
@@ -220,6 +224,23 @@ def cmd_results(a) -> int:
             f.write(md)
     if rows and a.plot:
         print(f"plot: {plot_results(rows, a.plot)}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    """Export a model, expression or run to ONNX or a torch.export program, checked against PyTorch."""
+    from operad.experiments.export import ExportError, export_model, resolve_model
+
+    model, shape = resolve_model(a.model, _parse_shape(a.input), a.num_classes)
+    out = a.out or f"{os.path.basename(os.path.normpath(a.model)).split('.')[0] or 'model'}.{a.format}"
+    try:
+        r = export_model(model, shape, out, a.format, a.deploy, check=not a.no_check)
+    except ExportError as e:
+        print(f"operad export: error: {e}", file=sys.stderr)
+        return 2
+    chk = "" if a.no_check else (f"; {'onnxruntime' if a.format == 'onnx' else 'reloaded program'} matches "
+                                 f"PyTorch (max |diff| {r['max_abs_diff']:.2g})")
+    print(f"wrote {r['path']} ({a.format}, input {tuple(shape)}{', ' + a.deploy if a.deploy else ''}){chk}")
     return 0
 
 
@@ -429,6 +450,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="write the Markdown table here")
     r.add_argument("--plot", default=None, help="write a PNG bar plot here")
     r.set_defaults(fn=cmd_results)
+
+    x = add("export", help="export to ONNX or a torch.export program, checked by a runtime")
+    x.add_argument("model", help="a registered model, an expression over ops, or a run directory / final.pt")
+    x.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    x.add_argument("--deploy", choices=("fuse", "remove_residuals"), help="apply a deployment rewrite first")
+    x.add_argument("--out", help="output file (default MODEL.FORMAT)")
+    x.add_argument("--input", help="input shape N,C,H,W (default: the model's)")
+    x.add_argument("--num-classes", type=int, default=10)
+    x.add_argument("--no-check", action="store_true", help="skip the onnxruntime / reload comparison")
+    x.set_defaults(fn=cmd_export)
 
     d = add("demo", help="expression -> summary -> verification -> training -> evaluation -> plots")
     d.add_argument("--expr", help="the network as an expression over ops (default: a small residual CNN)")

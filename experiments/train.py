@@ -41,6 +41,7 @@ from operad.experiments.data import ArrayData, load_dataset
 from operad.experiments.evaluate import evaluate
 from operad.experiments.resume import OPTIMIZER_KEYS, SCHEDULE_KEYS, resume_changes
 from operad.experiments.run_dir import RunDir, check_run_name
+from operad.models.hub import save_safetensors
 
 __all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "CheckpointError", "EMA",
            "make_optimizer", "make_schedule", "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
@@ -907,10 +908,12 @@ def _finish(cfg: Config, proc: _Process, data: _Data, model: nn.Module, loop: _L
 
 def _write_final_files(cfg: Config, data: _Data, model: nn.Module, optim: _Optimisation, run_dir: str,
                        src: Dict[str, Any]) -> None:
-    """``final.pt`` (weights, EMA, config, classes), ``eval.json``, the confusion matrix and curves."""
+    """``final.pt`` (weights, EMA, config, classes), ``final.safetensors``, ``eval.json``, the confusion matrix and curves."""
     final_sd = {"model": model.state_dict(), "ema": optim.ema.state_dict() if optim.ema is not None else None,
                 "config": cfg.to_dict(), "classes": list(data.train.classes)}
     save_checkpoint(os.path.join(run_dir, "final.pt"), final_sd)
+    save_safetensors(optim.ema.module if optim.ema is not None else model,  # the evaluated weights
+                     os.path.join(run_dir, "final.safetensors"))
     from operad.experiments.plots import plot_confusion, plot_run
 
     with open(os.path.join(run_dir, "eval.json"), "w") as f:
