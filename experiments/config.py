@@ -123,6 +123,16 @@ class Config:
     rotation_angles: List[float] = field(default_factory=lambda: [0, 15, 30, 45, 60, 90, 135, 180])
     measure_speed: bool = False
     deploy: str = ""  # "fuse" or "remove_residuals": rewrite the trained model, check and time it
+    # --- regularization (issue 19; ranges checked by experiments/regularization.check_config) ---
+    auto_augment: str = ""  # "" | "cifar10" (AutoAugment) | "rand" (RandAugment) | "trivial" (TrivialAugmentWide)
+    rand_augment_n: int = 2  # RandAugment ops per image, [1, 4]
+    rand_augment_m: int = 9  # RandAugment magnitude bin of 31, [0, 30]
+    erasing: float = 0.0  # RandomErasing probability per image, [0, 1]
+    erasing_area: List[float] = field(default_factory=lambda: [0.02, 0.4])  # erased fraction, 0 < lo <= hi < 1
+    tsla_until: float = 0.0  # TSLA: label_smoothing before this epoch, hard labels after; >= 0, 0 = off
+    disturb_label: float = 0.0  # DisturbLabel rate, [0, 1)
+    drop_block_ramp: float = 0.0  # DropBlock p rises linearly over this fraction of training, [0, 1], 0 = off
+    # --- end regularization ---
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -167,6 +177,8 @@ class Config:
         for r in self.robustness:
             if r not in ("jpeg", "shift", "rotation"):
                 raise ConfigError(f"robustness entry {r!r} is not one of jpeg, shift, rotation")
+        from operad.experiments.regularization import check_config  # issue 19 keys
+        check_config(self, ConfigError)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -38,6 +38,7 @@ from operad.experiments.augment import Augment, DeviceBatches, SegAugment, mix_b
 from operad.experiments.config import Config, ConfigError, dump_toml, expand_runs, load_config
 from operad.experiments.data import ArrayData, load_dataset
 from operad.experiments.evaluate import evaluate
+from operad.experiments.regularization import augment_options, step_regularization
 
 __all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "EMA", "make_optimizer", "make_schedule",
            "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
@@ -376,7 +377,7 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
         crop = tuple(cfg.crop_size) if cfg.crop_size else None
         aug = SegAugment(tuple(cfg.scale_range), crop, cfg.flip, train_data.ignore_index)
     else:
-        aug = Augment(cfg.crop_padding, cfg.flip, cfg.cutout, cfg.rotate)
+        aug = Augment(cfg.crop_padding, cfg.flip, cfg.cutout, cfg.rotate, **augment_options(cfg))
     batches = DeviceBatches(train_data, cfg.batch_size, device, shuffle=True, drop_last=True, augment=aug,
                             seed=cfg.seed, rank=rank, world_size=world, channels_last=channels_last)
     val_batches = DeviceBatches(val_data, cfg.eval_batch_size, device, rank=rank, world_size=world,
@@ -523,6 +524,7 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
                            desc=f"{cfg.name} epoch {epoch + 1}/{epochs_total}", dynamic_ncols=True, leave=False)
             net.train()
             for xb, yb in batches.epoch(epoch, start=i0, step_offset=epoch * spe):
+                yb, smoothing = step_regularization(cfg, model, yb, step, total, spe, train_data.num_classes)
                 if mixing:
                     rng = np.random.default_rng((cfg.seed, step, rank))
                     xb, ya, yb2, lam = mix_batch(xb, yb, rng, cfg.mixup, cfg.cutmix,
@@ -532,9 +534,9 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
                     if seg and out.shape[-2:] != yb.shape[-2:]:
                         out = F.interpolate(out, size=yb.shape[-2:], mode="bilinear", align_corners=False)
                     if mixing:
-                        loss = mixed_loss(out.float(), ya, yb2, lam, cfg.label_smoothing)
+                        loss = mixed_loss(out.float(), ya, yb2, lam, smoothing)
                     else:
-                        loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing,
+                        loss = F.cross_entropy(out.float(), yb, label_smoothing=smoothing,
                                                ignore_index=ignore)
                 opt.zero_grad(set_to_none=True)
                 if scaler is not None:

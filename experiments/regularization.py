@@ -1,0 +1,94 @@
+"""The engine's side of regularization (issue 19): label transformations (TSLA,
+DisturbLabel), DropBlock's linear schedule of p, and the augmentation options
+a config turns on. ``train`` calls :func:`augment_options` once and
+:func:`step_regularization` once per step; both are pure functions of the
+config and ``(seed, step)``, so a resumed run draws what the uninterrupted one
+drew.
+
+    >>> from operad.experiments.config import Config
+    >>> tsla_smoothing(Config(label_smoothing=0.1, tsla_until=3), epoch=2), \\
+    ...     tsla_smoothing(Config(label_smoothing=0.1, tsla_until=3), epoch=3)
+    (0.1, 0.0)
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["tsla_smoothing", "disturb_labels", "step_regularization", "augment_options", "check_config"]
+
+POLICIES = ("", "cifar10", "rand", "trivial")
+
+
+def tsla_smoothing(cfg, epoch: int) -> float:
+    """Two-stage label smoothing (Xu et al. 2020): ``label_smoothing`` before
+    epoch ``tsla_until``, hard labels from then on (``tsla_until = 0``: always
+    smooth)."""
+    if cfg.tsla_until and epoch >= cfg.tsla_until:
+        return 0.0
+    return cfg.label_smoothing
+
+
+def disturb_labels(y: torch.Tensor, rate: float, num_classes: int, gen: torch.Generator) -> torch.Tensor:
+    """DisturbLabel (Xie et al. 2016): each label is, with probability ``rate``,
+    replaced by a class drawn uniformly (possibly itself), so the true class
+    keeps probability ``1 - rate (C - 1) / C``. Labels outside ``[0, C)``
+    (ignore indices) are kept.
+
+    >>> y = torch.zeros(10000, dtype=torch.long)
+    >>> z = disturb_labels(y, 0.2, 10, torch.Generator().manual_seed(0))
+    >>> round((z != 0).float().mean().item(), 2)
+    0.18
+    """
+    if not rate:
+        return y
+    hit = torch.rand(y.shape, generator=gen, device=y.device) < rate
+    new = torch.randint(0, num_classes, y.shape, generator=gen, device=y.device)
+    return torch.where(hit & (y >= 0) & (y < num_classes), new.to(y.dtype), y)
+
+
+def step_regularization(cfg, model: nn.Module, y: torch.Tensor, step: int, total: int, steps_per_epoch: int,
+                        num_classes: int) -> Tuple[torch.Tensor, float]:
+    """Per training step: set DropBlock's scheduled rate, disturb the labels
+    (DisturbLabel), and return ``(labels, label_smoothing)`` for the loss."""
+    if cfg.drop_block_ramp:
+        from operad.operators.regularize import set_drop_block_progress
+        set_drop_block_progress(model, step / max(1.0, cfg.drop_block_ramp * total))
+    if cfg.disturb_label:
+        from operad.experiments.augment import step_generator
+        y = disturb_labels(y, cfg.disturb_label, num_classes, step_generator(cfg.seed + 2, step, y.device))
+    return y, tsla_smoothing(cfg, step // steps_per_epoch)
+
+
+def augment_options(cfg) -> Dict[str, Any]:
+    """The keyword arguments of :class:`~operad.experiments.augment.Augment` for
+    the augmentation policy and RandomErasing of a config."""
+    out: Dict[str, Any] = {}
+    if cfg.auto_augment:
+        from operad.experiments.autoaugment import Policy
+        out["policy"] = Policy(cfg.auto_augment, cfg.rand_augment_n, cfg.rand_augment_m)
+    if cfg.erasing:
+        out.update(erasing=cfg.erasing, erasing_area=tuple(cfg.erasing_area))
+    return out
+
+
+def check_config(cfg, error=ValueError) -> None:
+    """The ranges of the regularization keys (raised as ``error``)."""
+    if cfg.auto_augment not in POLICIES:
+        raise error(f"auto_augment = {cfg.auto_augment!r} is not one of '', cifar10, rand, trivial")
+    if not 1 <= cfg.rand_augment_n <= 4 or not 0 <= cfg.rand_augment_m <= 30:
+        raise error(f"rand_augment_n must lie in [1, 4] and rand_augment_m in [0, 30]; got "
+                    f"{cfg.rand_augment_n}, {cfg.rand_augment_m}")
+    if not 0.0 <= cfg.erasing <= 1.0:
+        raise error(f"erasing (a probability) must lie in [0, 1]; got {cfg.erasing}")
+    a = cfg.erasing_area
+    if len(a) != 2 or not 0.0 < a[0] <= a[1] < 1.0:
+        raise error(f"erasing_area takes [low, high] with 0 < low <= high < 1; got {a}")
+    if not 0.0 <= cfg.disturb_label < 1.0:
+        raise error(f"disturb_label must lie in [0, 1); got {cfg.disturb_label}")
+    if cfg.tsla_until < 0:
+        raise error(f"tsla_until (an epoch) must be >= 0; got {cfg.tsla_until}")
+    if not 0.0 <= cfg.drop_block_ramp <= 1.0:
+        raise error(f"drop_block_ramp (a fraction of training) must lie in [0, 1]; got {cfg.drop_block_ramp}")
