@@ -132,7 +132,8 @@ def _head(num_classes: int, pre: Optional[Term], drop: float) -> Term:
 def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: Sequence[int] = (16, 32, 64),
                  block: Block = basic_block, act: Act = ops.relu, stem: Optional[Term] = None,
                  pre_head: Optional[Term] = None, drop: float = 0.0, features_only: bool = False,
-                 blocks_per_stage: Optional[int] = None, drop_path: float = 0.0) -> Term:
+                 blocks_per_stage: Optional[int] = None, drop_path: float = 0.0, drop_block: float = 0.0,
+                 drop_block_size: int = 3) -> Term:
     """A CIFAR ResNet of ``depth = 6n + 2`` (2 layers per block, n blocks per stage).
 
     ``stem`` defaults to ``conv_bn(widths[0], 3, 1, act)``; stage i (named
@@ -142,6 +143,8 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: S
     ``blocks_per_stage`` overrides n (for blocks that are not two layers deep).
     ``drop_path`` is stochastic depth with the linear decay rule: the l-th of
     L residuals drops its body with probability ``drop_path * l / L``.
+    ``drop_block = p`` appends ``drop_block(drop_block_size, p)`` to the last
+    two stages (as Ghiasi et al. 2018 do to ResNet-50's groups 3 and 4).
 
     >>> cifar_resnet(20).bind(Field(3)).stage2[0].out_type
     Field(32)
@@ -155,6 +158,8 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: S
     c = stem._infer(Field(in_chans)).channels
     for i, w in enumerate(widths):
         st, c = _stage(block, c, w, 1 if i == 0 else 2, blocks_per_stage)
+        if drop_block and i >= len(widths) - 2:
+            st = st >> ops.drop_block(drop_block_size, drop_block)
         items.append(st.named(f"stage{i + 1}"))
     if not features_only:
         items.append(_head(num_classes, pre_head, drop).named("head"))
@@ -239,9 +244,9 @@ def resnet(layers: Sequence[int], num_classes: int = 1000, in_chans: int = 3, bl
 # ---------------------------------------------------------------------------
 def _cifar(depth):
     def fn(num_classes: int = 10, in_chans: int = 3, features_only: bool = False, drop: float = 0.0,
-           drop_path: float = 0.0) -> Term:
+           drop_path: float = 0.0, drop_block: float = 0.0, drop_block_size: int = 3) -> Term:
         return cifar_resnet(depth, num_classes, in_chans, features_only=features_only, drop=drop,
-                            drop_path=drop_path)
+                            drop_path=drop_path, drop_block=drop_block, drop_block_size=drop_block_size)
     fn.__name__ = f"resnet{depth}"
     fn.__qualname__ = fn.__name__
     fn.__doc__ = (f"ResNet-{depth} for CIFAR (He et al. 2016): widths 16/32/64, "

@@ -24,21 +24,25 @@ def _branch(cout: int, stride: int) -> Term:
             >> ops.conv(cout, k=3, bias=False) >> ops.bn())
 
 
-def shake_shake_block(cin: int, cout: int, stride: int = 1) -> Term:
+def shake_shake_block(cin: int, cout: int, stride: int = 1, shake: bool = True) -> Term:
     """``x + shake_shake(branch, branch)``, each branch ReLU-conv-BN-ReLU-conv-BN.
     Where the shape changes the shortcut is ReLU, a strided 1x1 conv and BN
     (the paper concatenates two half-width 1x1 paths, one shifted by a pixel).
+    ``shake=False`` sums the branches instead (the no-shake control; the
+    paper's "Even-Even" up to a scale the last BN absorbs).
 
     >>> shake_shake_block(16, 32, 2).bind(Field(16)).out_type
     Field(32)
     """
-    body = ops.shake_shake(_branch(cout, stride), _branch(cout, stride))
+    a, b = _branch(cout, stride), _branch(cout, stride)
+    body = ops.shake_shake(a, b) if shake else a + b
     if stride == 1 and cin == cout:
         return ops.residual(body)
     return ops.residual(body, ops.relu() >> conv_bn(cout, 1, stride, None))
 
 
-def shake_shake_resnet(depth: int = 26, width: int = 32, num_classes: int = 10, in_chans: int = 3) -> Term:
+def shake_shake_resnet(depth: int = 26, width: int = 32, num_classes: int = 10, in_chans: int = 3,
+                       shake: bool = True) -> Term:
     """A CIFAR Shake-Shake ResNet of ``depth = 6n + 2``: a 3x3 conv-BN stem of 16,
     three stages of n blocks at ``width``, ``2 width``, ``4 width`` (stride 2 on
     the first block of stages 2 and 3), then ReLU, global pooling and a linear head.
@@ -51,7 +55,7 @@ def shake_shake_resnet(depth: int = 26, width: int = 32, num_classes: int = 10, 
     n = (depth - 2) // 6
     items, c = [conv_bn(16, 3, 1, None).named("stem")], 16
     for i, w in enumerate((width, 2 * width, 4 * width)):
-        blocks = [shake_shake_block(c if j == 0 else w, w, 2 if i and j == 0 else 1) for j in range(n)]
+        blocks = [shake_shake_block(c if j == 0 else w, w, 2 if i and j == 0 else 1, shake) for j in range(n)]
         items.append(chain(blocks).named(f"stage{i + 1}"))
         c = w
     items.append((ops.relu() >> ops.global_pool() >> ops.linear(num_classes)).named("head"))
@@ -59,10 +63,11 @@ def shake_shake_resnet(depth: int = 26, width: int = 32, num_classes: int = 10, 
 
 
 @register_model(input_size=(3, 32, 32), tags=("resnet", "shake_shake", "cifar"))
-def shake_shake_resnet26_2x32d(num_classes: int = 10, in_chans: int = 3) -> Term:
+def shake_shake_resnet26_2x32d(num_classes: int = 10, in_chans: int = 3, shake: bool = True) -> Term:
     """Shake-Shake-26 2x32d (Gastaldi 2017, CIFAR-10: 3.55% error with
-    Shake-Shake-Image in the paper): 4 blocks per stage, two 32/64/128-wide branches."""
-    return shake_shake_resnet(26, 32, num_classes, in_chans)
+    Shake-Shake-Image in the paper): 4 blocks per stage, two 32/64/128-wide branches
+    (``shake=False``: the branches summed, the control)."""
+    return shake_shake_resnet(26, 32, num_classes, in_chans, shake)
 
 
 def pyramid_shakedrop_block(cin: int, cout: int, stride: int = 1, p: float = 0.5) -> Term:
@@ -107,7 +112,8 @@ def pyramidnet_shakedrop(depth: int = 20, alpha: int = 48, p_last: float = 0.5, 
 
 
 @register_model(input_size=(3, 32, 32), tags=("pyramidnet", "shake_drop", "cifar"))
-def pyramidnet20_a48_shakedrop(num_classes: int = 10, in_chans: int = 3) -> Term:
+def pyramidnet20_a48_shakedrop(num_classes: int = 10, in_chans: int = 3, p_last: float = 0.5) -> Term:
     """A small PyramidNet-ShakeDrop for the CPU study: depth 20, alpha 48 (widths 16 -> 64,
-    about ResNet-20's size), ShakeDrop to p = 0.5 (the paper's PyramidNet-272 a200 is 26M)."""
-    return pyramidnet_shakedrop(20, 48, 0.5, num_classes, in_chans)
+    about ResNet-20's size), ShakeDrop to ``p_last = 0.5`` (0: the plain PyramidNet, the
+    control; the paper's PyramidNet-272 a200 is 26M)."""
+    return pyramidnet_shakedrop(20, 48, p_last, num_classes, in_chans)

@@ -161,3 +161,20 @@ def test_regularizer_arguments_are_checked():
         ops.shake_drop(0.5, alpha_range=(1.0, -1.0))
     with pytest.raises(Exception, match="one field"):
         ops.shake_shake(ops.conv(4), ops.conv(5)).bind(Field(3))
+
+
+def test_model_options_and_controls():
+    from operad.models import create_model
+    from operad.operators.regularize import DropBlock, ShakeDrop, ShakeShake
+    from operad.models.registry import model_term
+    t = model_term("resnet20", drop_block=0.1)
+    assert [x.p for x in t.walk() if isinstance(x, DropBlock)] == [0.1, 0.1]
+    assert not any(isinstance(x, DropBlock) for x in model_term("resnet20").walk())
+    assert any(isinstance(x, ShakeShake) for x in model_term("shake_shake_resnet26_2x32d").walk())
+    assert not any(isinstance(x, ShakeShake) for x in model_term("shake_shake_resnet26_2x32d", shake=False).walk())
+    rates = [x.p for x in model_term("pyramidnet20_a48_shakedrop").walk() if isinstance(x, ShakeDrop)]
+    assert rates == pytest.approx([0.5 * (k + 1) / 9 for k in range(9)])
+    torch.manual_seed(0)
+    plain = create_model("pyramidnet20_a48_shakedrop", p_last=0.0).train()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(plain(x), plain(x))  # ShakeDrop at p = 0 draws nothing that matters
