@@ -1,6 +1,8 @@
 """The engine's regularization options: TSLA, DisturbLabel, DropBlock's
 schedule, the augmentation policies and RandomErasing in a real run, with an
 exact resume."""
+import os
+
 import pytest
 import torch
 
@@ -89,3 +91,24 @@ def test_run_with_every_option_resumes_bit_identically(cifar_root, tmp_path, mon
     b = load_checkpoint(str(tmp_path / "cut" / "final.pt"))["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_study_ranks_paired_gains_and_plots(cifar_root, tmp_path):
+    import json
+    from operad.experiments.studies import regularization as study
+    rows = [dict(method=m, role=role, seed=s, top1=acc) for m, role, s, acc in [
+        ("a", "baseline", 0, 0.50), ("a", "method", 0, 0.52), ("a", "baseline", 1, 0.40), ("a", "method", 1, 0.44),
+        ("b", "baseline", 0, 0.50), ("b", "method", 0, 0.45)]]
+    ranked = study.summarize(rows)
+    assert [r["method"] for r in ranked] == ["a", "b"]
+    assert ranked[0]["gain_mean"] == pytest.approx(0.03) and ranked[0]["gain_std"] == pytest.approx(0.01 * 2 ** 0.5)
+    assert ranked[1]["seeds"] == 1 and ranked[1]["gain_std"] == 0.0
+    # a real (tiny) study: the baseline trains once and is shared; outputs land in --out
+    out = tmp_path / "out"
+    study.main(["--methods", "label_smoothing", "tsla", "--seeds", "0", "--data", cifar_root, "--runs",
+                str(tmp_path / "runs"), "--out", str(out), "epochs=1", "subset=2", "val_subset=1", "batch_size=10",
+                "eval_batch_size=10"])
+    assert sorted(os.listdir(tmp_path / "runs" / "seed0")) == ["baseline_resnet20", "label_smoothing", "tsla"]
+    res = json.load(open(out / "results.json"))
+    assert {r["method"] for r in res["ranking"]} == {"label_smoothing", "tsla"}
+    assert (out / "ranking.png").stat().st_size > 1000 and (out / "results.md").is_file()
