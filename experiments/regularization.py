@@ -31,11 +31,13 @@ def tsla_smoothing(cfg, epoch: int) -> float:
     return cfg.label_smoothing
 
 
-def disturb_labels(y: torch.Tensor, rate: float, num_classes: int, gen: torch.Generator) -> torch.Tensor:
+def disturb_labels(y: torch.Tensor, rate: float, num_classes: int, gen: torch.Generator, total: int = 0,
+                   part: slice = None) -> torch.Tensor:
     """DisturbLabel (Xie et al. 2016): each label is, with probability ``rate``,
     replaced by a class drawn uniformly (possibly itself), so the true class
     keeps probability ``1 - rate (C - 1) / C``. Labels outside ``[0, C)``
-    (ignore indices) are kept.
+    (ignore indices) are kept. Draws are made for ``total`` labels (the global
+    batch; default ``len(y)``) and ``part`` selects this rank's.
 
     >>> y = torch.zeros(10000, dtype=torch.long)
     >>> z = disturb_labels(y, 0.2, 10, torch.Generator().manual_seed(0))
@@ -44,8 +46,10 @@ def disturb_labels(y: torch.Tensor, rate: float, num_classes: int, gen: torch.Ge
     """
     if not rate:
         return y
-    hit = torch.rand(y.shape, generator=gen, device=y.device) < rate
-    new = torch.randint(0, num_classes, y.shape, generator=gen, device=y.device)
+    shape = (total or y.shape[0],) + tuple(y.shape[1:])
+    sel = part if part is not None else slice(None)
+    hit = (torch.rand(shape, generator=gen, device=y.device) < rate)[sel]
+    new = torch.randint(0, num_classes, shape, generator=gen, device=y.device)[sel]
     return torch.where(hit & (y >= 0) & (y < num_classes), new.to(y.dtype), y)
 
 
@@ -58,8 +62,20 @@ def step_regularization(cfg, model: nn.Module, y: torch.Tensor, step: int, total
         set_drop_block_progress(model, step / max(1.0, cfg.drop_block_ramp * total))
     if cfg.disturb_label:
         from operad.experiments.augment import step_generator
-        y = disturb_labels(y, cfg.disturb_label, num_classes, step_generator(cfg.seed + 2, step, y.device))
+        total, part = _global_part(len(y))
+        y = disturb_labels(y, cfg.disturb_label, num_classes, step_generator(cfg.seed + 2, step, y.device),
+                           total, part)
     return y, tsla_smoothing(cfg, step // steps_per_epoch)
+
+
+def _global_part(local: int) -> Tuple[int, slice]:
+    """The global batch size and this rank's rows (contiguous local slices, as
+    :class:`~operad.experiments.augment.DeviceBatches` deals them)."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return local, slice(None)
+    r, w = dist.get_rank(), dist.get_world_size()
+    return local * w, slice(r * local, (r + 1) * local)
 
 
 def augment_options(cfg) -> Dict[str, Any]:

@@ -32,7 +32,11 @@ def test_disturb_label_rate_uniformity_and_determinism():
     counts = torch.bincount(z[z != y], minlength=10).float()
     assert (counts / counts.mean() - 1).abs().max() < 0.15  # new labels uniform
     assert torch.equal(z, disturb_labels(y, 0.3, 10, torch.Generator().manual_seed(1)))
+    half = disturb_labels(y[1000:2000], 0.3, 10, torch.Generator().manual_seed(1), total=len(y),
+                          part=slice(1000, 2000))
+    assert torch.equal(half, z[1000:2000])  # a rank's slice of the global draw
     ign = torch.full((100,), 255)
+
     assert torch.equal(disturb_labels(ign, 0.9, 10, torch.Generator().manual_seed(0)), ign)
 
 
