@@ -195,3 +195,13 @@ def test_training_mode_compiles_without_graph_breaks():
     torch.manual_seed(0)
     m(x).sum().backward()
     torch.testing.assert_close(x.grad, g)  # the same draws and the same shaken gradient
+
+
+@pytest.mark.parametrize("mod", ["operad.operators.regularize", "operad.models.shake", "operad.experiments.autoaugment",
+                                 "operad.experiments.regularization", "operad.experiments.studies.regularization",
+                                 "operad.operators.algebra.combinators"])
+def test_docstring_examples(mod):
+    import doctest
+    import importlib
+    res = doctest.testmod(importlib.import_module(mod))
+    assert res.failed == 0 and res.attempted > 0
