@@ -111,10 +111,12 @@ def plot_ranking(ranked: List[Dict[str, Any]], path: str, title: str = "") -> st
 
 
 def _table(ranked: List[Dict[str, Any]]) -> str:
-    lines = ["| rank | method | seeds | baseline top-1 % | with method % | gain (points) |", "|---|---|---|---|---|---|"]
+    lines = ["| rank | method | seeds | baseline top-1 % | with method % | gain (points, mean +- sd) | per seed |",
+             "|---|---|---|---|---|---|---|"]
     for i, r in enumerate(ranked, 1):
+        per = ", ".join(f"{100 * g:+.1f}" for g in r["gains"])
         lines.append(f"| {i} | {r['method']} | {r['seeds']} | {100 * r['baseline_top1_mean']:.2f} | "
-                     f"{100 * r['top1_mean']:.2f} | {100 * r['gain_mean']:+.2f} +- {100 * r['gain_std']:.2f} |")
+                     f"{100 * r['top1_mean']:.2f} | {100 * r['gain_mean']:+.2f} +- {100 * r['gain_std']:.2f} | {per} |")
     return "\n".join(lines) + "\n"
 
 
