@@ -21,9 +21,13 @@ changed source rebuilds the cache. Example::
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import os
 import pickle
+import re
+import zlib
 import tarfile
 import tempfile
 import urllib.parse
@@ -33,13 +37,26 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from operad.operators.algebra.errors import OperadError
 
-__all__ = ["ArrayData", "DataError", "data_root", "cache_dir", "load_dataset", "download",
-           "DATASETS", "CIFAR10_CLASSES", "CAMVID_CLASSES", "stratified_subset", "decode_images"]
+__all__ = ["ArrayData", "DataError", "data_root", "cache_dir", "load_dataset", "download", "check_classes",
+           "DATASETS", "CIFAR10_CLASSES", "CIFAR100_CLASSES", "CAMVID_CLASSES", "stratified_subset",
+           "decode_images", "load_cifar_pickle"]
 
 CACHE_VERSION = 1
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR100_CLASSES = [  # the official fine label names, in label order (alphabetical)
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish",
+    "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
+    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk",
+    "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm"]
 CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car",
                   "Pedestrian", "Bicyclist"]
 CAMVID_VOID = 11
@@ -60,7 +77,7 @@ ARCHIVES = {
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 
-class DataError(RuntimeError):
+class DataError(OperadError, RuntimeError):
     """A data file is missing, truncated or not what was expected."""
 
 
@@ -140,26 +157,48 @@ def _atomic_save_npz(path: str, **arrays) -> None:
         raise
 
 
+def _valid_cache(arrays: Dict[str, np.ndarray]) -> bool:
+    """Whether cached arrays are what a loader writes: uint8 ``images`` (N, H, W, 3)
+    and N ``labels`` (int64 class indices, or uint8 (N, H, W) label maps)."""
+    x, y = arrays.get("images"), arrays.get("labels")
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        return False
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3 or y.shape[:1] != x.shape[:1]:
+        return False
+    return (y.dtype == np.int64 and y.ndim == 1) or (y.dtype == np.uint8 and y.shape == x.shape[:3])
+
+
+def _read_cache(path: str) -> Optional[Dict[str, np.ndarray]]:
+    """The arrays of a cache file, or None if it is missing, unreadable or fails validation."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception:  # any damage (zip, header, truncation) means: rebuild
+        return None
+    return arrays if _valid_cache(arrays) else None
+
+
 def _cached(key: str, sources: Sequence[str], build: Callable[[], Dict[str, np.ndarray]],
             use_cache: bool = True, extra: str = "") -> Dict[str, np.ndarray]:
     """Load ``key``'s arrays from the cache when the sources are unchanged; else
-    build them, write the cache atomically and remove stale versions."""
+    build them, write the cache atomically and remove stale versions. A cache
+    file that cannot be read or fails validation is rebuilt, never trusted."""
     if not use_cache:
         return build()
     digest = _fingerprint(sources, extra)
     d = cache_dir()
     path = os.path.join(d, f"{key}-{digest}.npz")
-    if os.path.exists(path):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception:  # a damaged cache is rebuilt, never trusted
-            os.unlink(path)
+    arrays = _read_cache(path)
+    if arrays is not None:
+        return arrays
     arrays = build()
     try:
-        _atomic_save_npz(path, **arrays)
+        _atomic_save_npz(path, **arrays)  # replaces a damaged file in place
+        mine = re.compile(re.escape(key) + r"-[0-9a-f]{16}\.npz")  # this key's versions, not another key's
         for old in os.listdir(d):
-            if old.startswith(key + "-") and old.endswith(".npz") and old != os.path.basename(path):
+            if mine.fullmatch(old) and old != os.path.basename(path):
                 try:
                     os.unlink(os.path.join(d, old))
                 except OSError:
@@ -171,24 +210,64 @@ def _cached(key: str, sources: Sequence[str], build: Callable[[], Dict[str, np.n
 
 # ----------------------------------------------------------------------------- image decoding
 
-def _decode_one(path: str, size: Optional[Tuple[int, int]], mode: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png(path: str, raw: bytes) -> None:
+    """Walk a PNG's chunks and verify each CRC up to ``IEND``: PIL does not check
+    the CRCs of pixel data, so a flipped byte there would decode to a wrong image."""
+    pos = len(PNG_SIGNATURE)
+    while True:
+        if pos + 12 > len(raw):
+            raise DataError(f"{path}: truncated PNG (ends at byte {len(raw)} before the IEND chunk)")
+        n = int.from_bytes(raw[pos:pos + 4], "big")
+        kind = raw[pos + 4:pos + 8]
+        end = pos + 8 + n
+        if end + 4 > len(raw):
+            raise DataError(f"{path}: truncated PNG (chunk {kind!r} at byte {pos} runs past the end)")
+        if zlib.crc32(raw[pos + 4:end]) != int.from_bytes(raw[end:end + 4], "big"):
+            raise DataError(f"{path}: corrupt PNG (CRC mismatch in chunk {kind!r} at byte {pos})")
+        if kind == b"IEND":
+            return
+        pos = end + 4
+
+
+def _open_image(path: str):
+    from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"missing image file {path}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    if raw.startswith(PNG_SIGNATURE):
+        _check_png(path, raw)
+    return Image.open(io.BytesIO(raw))
+
+
+def _decode_one(path: str, size: Optional[Tuple[int, int]], mode: str) -> np.ndarray:
+    """One image as uint8 (H, W, 3) (``mode="RGB"``) or (H, W) (``"L"``, label maps);
+    any damage is a DataError naming the file."""
+    want = "RGB" if mode == "RGB" else "label"
+    try:
+        with _open_image(path) as im:
+            if size is not None and (im.size[1], im.size[0]) != tuple(size):  # before decoding: no huge allocations
+                raise DataError(f"{path}: image is {im.size[0]}x{im.size[1]} pixels; expected {size[1]}x{size[0]}")
+            if mode == "L" and im.mode not in ("L", "P"):
+                raise DataError(f"{path}: expected an 8-bit single-channel label image, got mode {im.mode}")
             im.load()
             if mode == "RGB" and im.mode != "RGB":
                 im = im.convert("RGB")
-            elif mode == "L" and im.mode not in ("L", "P"):
-                raise DataError(f"{path}: expected an 8-bit single-channel label image, got mode {im.mode}")
             arr = np.asarray(im, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(f"missing image file {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode as an image ({e}); expected a complete "
-                        f"{'RGB' if mode == 'RGB' else 'label'} image file") from None
-    if size is not None and arr.shape[:2] != tuple(size):
-        raise DataError(f"{path}: image is {arr.shape[1]}x{arr.shape[0]} pixels; expected {size[1]}x{size[0]}")
+    except DataError:
+        raise
+    except Exception as e:  # PIL raises many types on damaged files (OSError, SyntaxError, struct.error, ...)
+        raise DataError(f"{path}: cannot decode as an image ({type(e).__name__}: {e}); expected a complete "
+                        f"{want} image file") from None
+    if arr.shape[:2] != (im.size[1], im.size[0]) or arr.ndim != (2 if mode == "L" else 3):
+        raise DataError(f"{path}: decoded to shape {arr.shape}; expected a {want} image")
     return arr
 
 
@@ -249,76 +328,217 @@ def stratified_subset(labels: np.ndarray, per_class: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- CIFAR: pickle layout
 
-def _unpickle(path: str, keys: Sequence[bytes]) -> dict:
+def _latin1_encode(text, encoding="latin1"):
+    """``_codecs.encode`` as Python 3 writes bytes in protocol-2 pickles; latin-1 only."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode is allowed only as latin1(str), got {encoding!r}")
+    return text.encode("latin1")
+
+
+@functools.lru_cache(maxsize=1)
+def _pickle_globals() -> Dict[Tuple[str, str], object]:
+    """The only globals a CIFAR batch may name: numpy array, dtype and scalar
+    reconstruction (under numpy 1 and numpy 2 module names)."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 1.26
+        from numpy.core import multiarray, numeric
+    allowed: Dict[Tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                              ("_codecs", "encode"): _latin1_encode}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(core + ".multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(core + ".multiarray", "scalar")] = multiarray.scalar
+        if hasattr(numeric, "_frombuffer"):  # protocol-5 pickles of arrays
+            allowed[(core + ".numeric", "_frombuffer")] = numeric._frombuffer
+    return allowed
+
+
+class _Refused(pickle.UnpicklingError):
+    pass
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only dicts, lists, tuples, strings, bytes, numbers
+    and numpy arrays: any other global (``os.system``, ``builtins.eval``, ...) is refused."""
+
+    def find_class(self, module: str, name: str):
+        obj = _pickle_globals().get((module, name))
+        if obj is None:
+            raise _Refused(f"refused global {module}.{name}")
+        return obj
+
+    def persistent_load(self, pid):
+        raise _Refused("refused a persistent id")
+
+
+def load_cifar_pickle(path: str) -> object:
+    """Unpickle a CIFAR python batch without running code from it.
+
+    Only what the official batches contain is built (dicts, lists, strings,
+    bytes, numbers and numpy arrays); a file naming any other global, and every
+    truncated or corrupt file, is a :class:`DataError` naming ``path``.
+
+    >>> import tempfile, pickle, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "batch")
+    >>> with open(p, "wb") as f: pickle.dump({b"labels": [1, 2]}, f)
+    >>> load_cifar_pickle(p)
+    {b'labels': [1, 2]}
+    """
     if not os.path.isfile(path):
         raise DataError(f"missing CIFAR batch file {path}")
     try:
         with open(path, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
-            IndexError, KeyError, MemoryError) as e:
-        raise DataError(f"{path}: truncated or corrupt CIFAR pickle batch ({type(e).__name__}: {e}); "
-                        f"expected a python pickle with keys {[k.decode() for k in keys]}") from None
+            return _CifarUnpickler(f, encoding="bytes").load()
+    except _Refused as e:
+        raise DataError(f"{path}: {e}; a CIFAR batch holds only dicts, lists, strings, bytes, ints and numpy "
+                        f"arrays, so this file is not one (nothing in it was run)") from None
+    except Exception as e:  # every way a damaged pickle fails: UnpicklingError, EOFError, OverflowError, ...
+        raise DataError(f"{path}: truncated or corrupt CIFAR pickle batch ({type(e).__name__}: {e})") from None
+
+
+def _unpickle(path: str, keys: Sequence[bytes]) -> dict:
+    d = load_cifar_pickle(path)
+    want = [k.decode() for k in keys]
     if not isinstance(d, dict):
         raise DataError(f"{path}: expected a dict in the CIFAR pickle batch, got {type(d).__name__}")
     d = {(k.encode() if isinstance(k, str) else k): v for k, v in d.items()}
     missing = [k.decode() for k in keys if k not in d]
     if missing:
-        raise DataError(f"{path}: CIFAR pickle batch lacks keys {missing}; expected {[k.decode() for k in keys]}")
+        raise DataError(f"{path}: CIFAR pickle batch lacks keys {missing}; expected {want}")
     return d
 
 
-def _cifar_pickle_arrays(folder: str, files: Sequence[str], label_key: bytes) -> Dict[str, np.ndarray]:
+def _batch_labels(path: str, value: object, key: bytes, n: int, num_classes: int) -> np.ndarray:
+    """A batch's labels as int64: a list of ``n`` ints (or a 1-D integer array), each in 0..num_classes-1."""
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu":
+        labels = value.astype(np.int64)
+    elif isinstance(value, list) and all(type(v) is int for v in value):
+        labels = np.array(value, dtype=np.int64) if all(-2 ** 63 <= v < 2 ** 63 for v in value) else None
+    else:
+        labels = None
+    if labels is None:
+        raise DataError(f"{path}: {key.decode()} is not a list of integer labels")
+    if len(labels) != n:
+        raise DataError(f"{path}: {n} images but {len(labels)} {key.decode()}")
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{path}: {key.decode()} range over [{labels.min()}, {labels.max()}]; "
+                        f"expected 0..{num_classes - 1}")
+    return labels
+
+
+def _cifar_pickle_arrays(folder: str, files: Sequence[str], label_key: bytes,
+                         num_classes: int) -> Dict[str, np.ndarray]:
     xs, ys = [], []
     for name in files:
         path = os.path.join(folder, name)
         d = _unpickle(path, [b"data", label_key])
-        data = np.asarray(d[b"data"], dtype=np.uint8)
-        labels = np.asarray(d[label_key], dtype=np.int64)
-        if data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] != labels.shape[0]:
-            raise DataError(f"{path}: data has shape {data.shape} with {labels.shape[0]} labels; "
-                            f"expected (N, 3072) uint8 rows (3x32x32, channel-major) and N labels")
+        data = d[b"data"]
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            what = (f"has shape {data.shape} and dtype {data.dtype}" if isinstance(data, np.ndarray)
+                    else f"is a {type(data).__name__}")
+            raise DataError(f"{path}: data {what}; expected (N, 3072) uint8 rows (3x32x32, channel-major)")
+        if len(data) > 1 and not data.flags.c_contiguous:
+            raise DataError(f"{path}: data is stored in Fortran order; CIFAR batches are C-ordered rows")
+        ys.append(_batch_labels(path, d[label_key], label_key, len(data), num_classes))
         xs.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        ys.append(labels)
     return {"images": np.ascontiguousarray(np.concatenate(xs)), "labels": np.concatenate(ys)}
 
 
 def _cifar_meta(path: str, key: bytes, n: int) -> List[str]:
     if not os.path.isfile(path):
-        return CIFAR10_CLASSES if n == 10 else [str(i) for i in range(n)]
-    d = _unpickle(path, [key])
-    return [c.decode() if isinstance(c, bytes) else str(c) for c in d[key]]
+        return list(CIFAR10_CLASSES if n == 10 else CIFAR100_CLASSES)
+    names = _unpickle(path, [key])[key]
+    if not isinstance(names, list) or not all(isinstance(c, (bytes, str)) for c in names):
+        raise DataError(f"{path}: {key.decode()} is not a list of class names")
+    try:
+        names = [c.decode() if isinstance(c, bytes) else c for c in names]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: a class name is not UTF-8 ({e})") from None
+    if len(names) != n or len(set(names)) != n:
+        raise DataError(f"{path}: {key.decode()} lists {len(names)} names ({len(set(names))} distinct); "
+                        f"expected {n} distinct class names")
+    if n == 10 and names != CIFAR10_CLASSES:
+        raise DataError(f"{path}: {key.decode()} are not CIFAR-10's classes in label order: "
+                        f"{class_mismatch(names, CIFAR10_CLASSES)}")
+    return names
 
 
 # ----------------------------------------------------------------------------- image-folder layout
 
-def _folder_listing(split_dir: str, per_class: Optional[int]) -> Tuple[List[str], List[str], np.ndarray]:
+def _names(items: Sequence[str], limit: int = 8) -> str:
+    items = list(items)
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def class_mismatch(found: Sequence[str], expected: Sequence[str]) -> str:
+    """How a class list differs from the expected one ("" if equal): missing,
+    extra, or the same names in another order.
+
+    >>> class_mismatch(["cat", "dog", "emu"], ["cat", "dog", "fox"])
+    'missing classes: fox; extra classes: emu'
+    """
+    found, expected = list(found), list(expected)
+    if found == expected:
+        return ""
+    have, want = set(found), set(expected)
+    missing = [c for c in expected if c not in have]
+    extra = [c for c in found if c not in want]
+    parts = ([f"missing classes: {_names(missing)}"] if missing else []) + \
+            ([f"extra classes: {_names(extra)}"] if extra else [])
+    return "; ".join(parts) or f"the same classes in another order ({_names(found)} vs {_names(expected)})"
+
+
+def check_classes(data: "ArrayData", expected: Optional[Sequence[str]], against: str) -> None:
+    """Raise a DataError if ``data``'s classes are not ``expected`` (names and
+    label order), e.g. a split evaluated with a checkpoint trained on other classes.
+
+    >>> d = ArrayData("x", "test", np.zeros((0, 1, 1, 3), np.uint8), np.zeros(0, np.int64), ["a", "b"])
+    >>> check_classes(d, ["a", "b", "c"], "the checkpoint")
+    Traceback (most recent call last):
+    ...
+    operad.experiments.data.DataError: x/test (from ) does not have the classes of the checkpoint: missing classes: c
+    """
+    if not expected:
+        return
+    diff = class_mismatch(data.classes, expected)
+    if diff:
+        raise DataError(f"{data.name}/{data.split} (from {data.source}) does not have the classes of {against}: {diff}")
+
+
+def _folder_listing(split_dir: str, per_class: Optional[int],
+                    expected: Sequence[str], label: str) -> Tuple[List[str], np.ndarray]:
+    """Image paths and labels of ``split_dir/<class>/*``, with one folder for each
+    of the ``expected`` classes (checked before any image is read)."""
     if not os.path.isdir(split_dir):
         raise DataError(f"missing folder {split_dir}; expected <split>/<class>/<image files>")
     classes = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
     if not classes:
         raise DataError(f"{split_dir} has no class folders; expected {split_dir}/<class>/<image files>")
+    diff = class_mismatch(sorted(classes), sorted(expected))
+    if diff:
+        raise DataError(f"{split_dir}: the class folders are not {label}'s {len(expected)} classes: {diff}. "
+                        f"Every split needs one folder per class, named as in {label}'s class list")
     paths, labels = [], []
-    for i, c in enumerate(classes):
+    for i, c in enumerate(expected):
         names = sorted(n for n in os.listdir(os.path.join(split_dir, c)) if n.lower().endswith(IMAGE_EXTS))
+        if not names:
+            raise DataError(f"{os.path.join(split_dir, c)} holds no image files ({', '.join(IMAGE_EXTS)})")
         if per_class:
             names = names[:per_class]
         paths += [os.path.join(split_dir, c, n) for n in names]
         labels += [i] * len(names)
-    return classes, paths, np.asarray(labels, np.int64)
+    return paths, np.asarray(labels, np.int64)
 
 
 def _load_folder(name: str, split: str, split_dir: str, per_class: Optional[int], use_cache: bool,
-                 class_order: Optional[List[str]], size: Tuple[int, int]) -> Tuple[Dict[str, np.ndarray], List[str]]:
-    classes, paths, labels = _folder_listing(split_dir, per_class)
-    if class_order and sorted(class_order) == classes:  # keep the usual label order
-        remap = np.array([class_order.index(c) for c in classes])
-        labels = remap[labels]
-        classes = list(class_order)
+                 classes: List[str], size: Tuple[int, int]) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    label = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}.get(name, name)
+    paths, labels = _folder_listing(split_dir, per_class, classes, label)
     key = f"{name}-folder-{split}" + (f"-sub{per_class}" if per_class else "")
     arrays = _cached(key, paths, lambda: {"images": decode_images(paths, size, desc=f"{name}/{split}"),
                                           "labels": labels}, use_cache, extra=split_dir)
-    return arrays, classes
+    return arrays, list(classes)
 
 
 # ----------------------------------------------------------------------------- data sets
@@ -353,7 +573,7 @@ def _load_cifar(which: int, split: str, root: str, subset: Optional[int], use_ca
                 raise DataError(f"missing CIFAR batch file {s}; expected the standard {pickle_dir} layout "
                                 f"({', '.join(files)})")
         arrays = _cached(f"{name}-pickle-{split}", srcs,
-                         lambda: _cifar_pickle_arrays(pdir, files, label_key), use_cache, extra=pdir)
+                         lambda: _cifar_pickle_arrays(pdir, files, label_key, which), use_cache, extra=pdir)
         classes = _cifar_meta(os.path.join(pdir, meta), meta_key, which)
         images, labels, source = arrays["images"], arrays["labels"], pdir
         if subset:
@@ -367,7 +587,7 @@ def _load_cifar(which: int, split: str, root: str, subset: Optional[int], use_ca
                 f"or {os.path.join(root, name, split)}/<class>/*.jpg (image folders). Set --data or $OPERAD_DATA, "
                 f"or pass download=True (operad ... --download) to fetch the official archive.")
         arrays, classes = _load_folder(name, split, os.path.join(fdir, split), subset, use_cache,
-                                       CIFAR10_CLASSES if which == 10 else None, (32, 32))
+                                       list(CIFAR10_CLASSES if which == 10 else CIFAR100_CLASSES), (32, 32))
         images, labels, source = arrays["images"], arrays["labels"], os.path.join(fdir, split)
     n = len(classes)
     if labels.size and (labels.min() < 0 or labels.max() >= n):
@@ -380,22 +600,29 @@ def _camvid_pairs(folder: str, split: str) -> List[Tuple[str, str]]:
     if not os.path.isfile(lst):
         raise DataError(f"missing CamVid list file {lst}; expected lines 'image annotation' (SegNet layout)")
     pairs = []
-    with open(lst) as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2:
-                raise DataError(f"{lst}:{n}: expected 'image annotation', got {line.strip()!r}")
-            fixed = []
-            for p in parts:
-                q = os.path.join(folder, p.lstrip("/"))
-                if not os.path.exists(q):  # SegNet's lists carry /SegNet/CamVid/<dir>/<file>
-                    q = os.path.join(folder, *p.replace("\\", "/").split("/")[-2:])
-                if not os.path.isfile(q):
-                    raise DataError(f"{lst}:{n}: missing file {q} (listed as {p!r})")
-                fixed.append(q)
-            pairs.append((fixed[0], fixed[1]))
+    with open(lst, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{lst}: not a UTF-8 text file ({e}); expected lines 'image annotation'") from None
+    if "\0" in text:
+        raise DataError(f"{lst}: holds a NUL byte; expected lines 'image annotation'")
+    for n, line in enumerate(text.split("\n"), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2:
+            raise DataError(f"{lst}:{n}: expected 'image annotation', got {line.strip()!r}")
+        fixed = []
+        for p in parts:
+            q = os.path.join(folder, p.lstrip("/"))
+            if not os.path.exists(q):  # SegNet's lists carry /SegNet/CamVid/<dir>/<file>
+                q = os.path.join(folder, *p.replace("\\", "/").split("/")[-2:])
+            if not os.path.isfile(q):
+                raise DataError(f"{lst}:{n}: missing file {q} (listed as {p!r})")
+            fixed.append(q)
+        pairs.append((fixed[0], fixed[1]))
     if not pairs:
         raise DataError(f"{lst} lists no images")
     return pairs

@@ -3,7 +3,8 @@ DisturbLabel), DropBlock's linear schedule of p, and the augmentation options
 a config turns on. ``train`` calls :func:`augment_options` once and
 :func:`step_regularization` once per step; both are pure functions of the
 config and ``(seed, step)``, so a resumed run draws what the uninterrupted one
-drew.
+drew. The keys' ranges (and ``erasing_area``'s low <= high) are declared in
+:class:`operad.experiments.config.Config` and checked when a config loads.
 
     >>> from operad.experiments.config import Config
     >>> tsla_smoothing(Config(label_smoothing=0.1, tsla_until=3), epoch=2), \\
@@ -17,9 +18,7 @@ from typing import Any, Dict, Tuple
 import torch
 from torch import nn
 
-__all__ = ["tsla_smoothing", "disturb_labels", "step_regularization", "augment_options", "check_config"]
-
-POLICIES = ("", "cifar10", "rand", "trivial")
+__all__ = ["tsla_smoothing", "disturb_labels", "step_regularization", "augment_options"]
 
 
 def tsla_smoothing(cfg, epoch: int) -> float:
@@ -88,23 +87,3 @@ def augment_options(cfg) -> Dict[str, Any]:
     if cfg.erasing:
         out.update(erasing=cfg.erasing, erasing_area=tuple(cfg.erasing_area))
     return out
-
-
-def check_config(cfg, error=ValueError) -> None:
-    """The ranges of the regularization keys (raised as ``error``)."""
-    if cfg.auto_augment not in POLICIES:
-        raise error(f"auto_augment = {cfg.auto_augment!r} is not one of '', cifar10, rand, trivial")
-    if not 1 <= cfg.rand_augment_n <= 4 or not 0 <= cfg.rand_augment_m <= 30:
-        raise error(f"rand_augment_n must lie in [1, 4] and rand_augment_m in [0, 30]; got "
-                    f"{cfg.rand_augment_n}, {cfg.rand_augment_m}")
-    if not 0.0 <= cfg.erasing <= 1.0:
-        raise error(f"erasing (a probability) must lie in [0, 1]; got {cfg.erasing}")
-    a = cfg.erasing_area
-    if len(a) != 2 or not 0.0 < a[0] <= a[1] < 1.0:
-        raise error(f"erasing_area takes [low, high] with 0 < low <= high < 1; got {a}")
-    if not 0.0 <= cfg.disturb_label < 1.0:
-        raise error(f"disturb_label must lie in [0, 1); got {cfg.disturb_label}")
-    if cfg.tsla_until < 0:
-        raise error(f"tsla_until (an epoch) must be >= 0; got {cfg.tsla_until}")
-    if not 0.0 <= cfg.drop_block_ramp <= 1.0:
-        raise error(f"drop_block_ramp (a fraction of training) must lie in [0, 1]; got {cfg.drop_block_ramp}")

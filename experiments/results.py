@@ -8,24 +8,37 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["collect_results", "results_table", "plot_results"]
+__all__ = ["collect_results", "results_table", "plot_results", "UnreadableSummary"]
+
+
+class UnreadableSummary(UserWarning):
+    """A run's ``summary.json`` could not be read; the run is left out of the table."""
 
 
 def collect_results(paths: Sequence[str]) -> List[Dict[str, Any]]:
-    """Every ``summary.json`` below the given folders, sorted by experiment and name."""
+    """Every ``summary.json`` below the given folders, sorted by experiment and
+    name. One that cannot be read or is not a JSON object is left out with an
+    :class:`UnreadableSummary` warning naming the file (``operad results``
+    prints it)."""
     rows = []
     for p in paths:
         if os.path.isfile(p) and p.endswith(".json"):
             files = [p]
         else:
-            files = [os.path.join(d, "summary.json") for d, _, fs in os.walk(p) if "summary.json" in fs]
+            files = [os.path.join(d, "summary.json") for d, _, fs in sorted(os.walk(p)) if "summary.json" in fs]
         for f in files:
             try:
-                with open(f) as fh:
+                with open(f, encoding="utf-8") as fh:
                     r = json.load(fh)
-            except (OSError, json.JSONDecodeError):
+                if not isinstance(r, dict):
+                    raise ValueError(f"a JSON {type(r).__name__}, not an object")
+            except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                warnings.warn(f"skipped {f}: unreadable summary ({type(e).__name__}: {e}); the run is not in the "
+                              f"table (rerun it, or delete the file if the run is gone)", UnreadableSummary,
+                              stacklevel=2)
                 continue
             r.setdefault("run_dir", os.path.dirname(os.path.abspath(f)))
             rows.append(r)

@@ -22,11 +22,11 @@ import math
 import os
 import platform
 import random
-import shutil
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -34,28 +34,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from operad.operators.algebra.errors import OperadError
 from operad.experiments.augment import Augment, DeviceBatches, SegAugment, mix_batch, mixed_loss, step_generator
 from operad.experiments.config import Config, ConfigError, dump_toml, expand_runs, load_config
 from operad.experiments.data import ArrayData, load_dataset
 from operad.experiments.evaluate import evaluate
 from operad.experiments.regularization import augment_options, step_regularization
+from operad.experiments.resume import OPTIMIZER_KEYS, SCHEDULE_KEYS, resume_changes
+from operad.experiments.run_dir import RunDir, check_run_name
 
-__all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "EMA", "make_optimizer", "make_schedule",
-           "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
+__all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "CheckpointError", "EMA",
+           "make_optimizer", "make_schedule", "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
 
 CKPT = "checkpoint.pt"
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(OperadError, RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointError(OperadError, OSError):
+    """Writing a checkpoint failed; the previous one (if any) is intact."""
 
 
 # ----------------------------------------------------------------------------- model
 
 def build_model(cfg: Config, num_classes: int, in_chans: int = 3) -> nn.Module:
     """The model of a config: ``create_model(cfg.model, ...)`` or the term
-    ``cfg.model_expr`` (evaluated with only ``ops`` and ``num_classes`` in
-    scope) bound to ``Field(in_chans)``.
+    ``cfg.model_expr`` (parsed by :func:`operad.experiments.expr.parse_expr`,
+    never ``eval``) bound to ``Field(in_chans)``.
 
     >>> from operad.experiments.config import Config
     >>> m = build_model(Config(model_expr="ops.conv(4) >> ops.global_pool() >> ops.linear(num_classes)"), 10)
@@ -63,14 +70,10 @@ def build_model(cfg: Config, num_classes: int, in_chans: int = 3) -> nn.Module:
     torch.Size([2, 10])
     """
     if cfg.model_expr:
-        from operad import Field, ops
+        from operad import Field
+        from operad.experiments.expr import parse_expr
 
-        try:
-            term = eval(f"({cfg.model_expr.strip()})", {"__builtins__": {}}, {"ops": ops, "num_classes": num_classes})  # noqa: S307
-        except Exception as e:
-            raise ConfigError(f"model_expr {cfg.model_expr!r} failed: {type(e).__name__}: {e}") from None
-        if not hasattr(term, "bind"):
-            raise ConfigError(f"model_expr must give an operad term (with .bind), got {type(term).__name__}")
+        term = parse_expr(cfg.model_expr, num_classes)
         model = term.bind(Field(in_chans))
         model.model_name = "expr"
         return model
@@ -196,14 +199,27 @@ def _set_rng_state(st: Dict[str, Any]) -> None:
 
 def save_checkpoint(path: str, state: Dict[str, Any]) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then
-    ``os.replace``: a reader sees the old or the new checkpoint, never half."""
+    ``os.replace``: a reader sees the old or the new checkpoint, never half.
+    A write that fails (disk full, I/O error) removes its temporary and
+    raises :class:`CheckpointError`; the file at ``path`` is left as it was.
+
+    >>> import tempfile; p = os.path.join(tempfile.mkdtemp(), "c.pt")
+    >>> save_checkpoint(p, {"step": 3}); load_checkpoint(p)["step"]
+    3
+    """
     d = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(d, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:  # torch.save reports failed writes as RuntimeError
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        prev = f"the previous file at {path} is intact" if os.path.isfile(path) else f"{path} was not written"
+        raise CheckpointError(f"writing {path} failed ({type(e).__name__}: {e}); {prev}") from e
 
 
 def load_checkpoint(path: str, map_location="cpu") -> Dict[str, Any]:
@@ -295,9 +311,23 @@ def _amp_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16
 
 
-# ----------------------------------------------------------------------------- the run
+# ----------------------------------------------------------------------------- the run, stage by stage
+#
+# ``_train_run`` reads top to bottom:
+#   1. _setup_process   where this process runs: rank, device, threads, seeds
+#   2. _open_run_dir    the run directory (never clobbering a run or a user's
+#                       file) and, on resume, the checkpoint and what changed
+#   3. _build_data      data sets, batch streams, steps per epoch and in all
+#   4. _build_model     the model on its device
+#   5. _Optimisation    optimiser, LR schedule, EMA, AMP scaler
+#   6. _restore         resume from the checkpoint, applying changed keys
+#   7. _write_record    the resolved config and env.json
+#   8. _Loop            the steps, logging windows, evaluation and checkpoints
+#   9. _finish          final evaluation, files and summary
 
 class _Log:
+    """The run's ``metrics.jsonl`` (``path`` None on non-main ranks: writes nothing)."""
+
     def __init__(self, path: Optional[str]):
         self.path = path
 
@@ -330,21 +360,29 @@ def _val_split(name: str) -> str:
     return "val" if name == "camvid" else "test"
 
 
-def train_run(cfg: Config, resume: bool = False, overwrite: bool = False, model: Optional[nn.Module] = None,
-              train_data: Optional[ArrayData] = None, val_data: Optional[ArrayData] = None) -> Dict[str, Any]:
-    """Train one validated :class:`Config`; returns the run's summary (also
-    written to ``<out_dir>/<name>/summary.json``)."""
-    threads_before = torch.get_num_threads()
-    try:
-        return _train_run(cfg, resume, overwrite, model, train_data, val_data)
-    finally:
-        torch.set_num_threads(threads_before)
+@dataclass
+class _Process:
+    """Where this process runs: its rank among ``world`` processes, its device,
+    and ``torch.distributed`` (None when the run is one process)."""
+
+    rank: int
+    world: int
+    device: torch.device
+    dist: Any
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.dist is not None:
+            self.dist.barrier()
 
 
-def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Module],
-               train_data: Optional[ArrayData], val_data: Optional[ArrayData]) -> Dict[str, Any]:
+def _setup_process(cfg: Config) -> _Process:
+    """Stage 1: join the process group (under torchrun), pick the device, set
+    CPU threads and determinism, seed every generator."""
     rank, world, local_rank, dist = _dist_setup()
-    main = rank == 0
     device = _pick_device(cfg, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -363,8 +401,34 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2 ** 32))
     random.seed(cfg.seed)
+    return _Process(rank, world, device, dist)
 
-    # --- data
+
+@dataclass
+class _Data:
+    """The training and validation data, their batch streams on the device,
+    and the run's length in steps (``spe`` per epoch, ``total`` in all)."""
+
+    train: ArrayData
+    val: ArrayData
+    seg: bool
+    channels_last: bool
+    batches: DeviceBatches
+    val_batches: DeviceBatches
+    spe: int
+    total: int
+
+    @property
+    def epochs_total(self) -> int:
+        return -(-self.total // self.spe)
+
+
+def _build_data(cfg: Config, proc: _Process, train_data: Optional[ArrayData],
+                val_data: Optional[ArrayData]) -> _Data:
+    """Stage 2: load the splits (unless given), build the augmenting training
+    stream (sharded over ranks; with the config's augmentation policy and
+    RandomErasing, :func:`~operad.experiments.regularization.augment_options`)
+    and the evaluation stream, count the steps."""
     root = cfg.data_root or None
     if train_data is None:
         train_data = load_dataset(cfg.dataset, "train", root, cfg.subset or None, cfg.download)
@@ -372,301 +436,559 @@ def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Mo
         val_data = load_dataset(cfg.dataset, _val_split(train_data.name), root, cfg.val_subset or None, cfg.download)
     task = train_data.task if cfg.task == "auto" else cfg.task
     seg = task == "segmentation"
-    channels_last = cfg.channels_last and device.type == "cuda"
+    channels_last = cfg.channels_last and proc.device.type == "cuda"
     if seg:
         crop = tuple(cfg.crop_size) if cfg.crop_size else None
         aug = SegAugment(tuple(cfg.scale_range), crop, cfg.flip, train_data.ignore_index)
     else:
         aug = Augment(cfg.crop_padding, cfg.flip, cfg.cutout, cfg.rotate, **augment_options(cfg))
-    batches = DeviceBatches(train_data, cfg.batch_size, device, shuffle=True, drop_last=True, augment=aug,
-                            seed=cfg.seed, rank=rank, world_size=world, channels_last=channels_last)
-    val_batches = DeviceBatches(val_data, cfg.eval_batch_size, device, rank=rank, world_size=world,
+    batches = DeviceBatches(train_data, cfg.batch_size, proc.device, shuffle=True, drop_last=True, augment=aug,
+                            seed=cfg.seed, rank=proc.rank, world_size=proc.world, channels_last=channels_last)
+    val_batches = DeviceBatches(val_data, cfg.eval_batch_size, proc.device, rank=proc.rank, world_size=proc.world,
                                 channels_last=channels_last, shard_eval=True)
     spe = len(batches)
     if spe == 0:
         raise ConfigError(f"batch_size {cfg.batch_size} exceeds the {len(train_data)} training samples")
     total = cfg.max_steps or cfg.epochs * spe
-    epochs_total = -(-total // spe)
+    return _Data(train_data, val_data, seg, channels_last, batches, val_batches, spe, total)
 
-    # --- model, optimiser, schedule, EMA
+
+def _build_model(cfg: Config, proc: _Process, data: _Data, model: Optional[nn.Module]) -> nn.Module:
+    """Stage 3: the config's model (unless one is given), on the device."""
     if model is None:
-        model = build_model(cfg, train_data.num_classes, train_data.images.shape[-1])
-    model = model.to(device)
-    if channels_last:
+        model = build_model(cfg, data.train.num_classes, data.train.images.shape[-1])
+    model = model.to(proc.device)
+    if data.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    n_params = sum(p.numel() for p in model.parameters())
-    opt = make_optimizer(cfg, model)
-    sched = make_schedule(cfg, opt, total, spe)
-    ema = EMA(model, cfg.ema) if cfg.ema else None
-    amp_dtype = _amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    return model
 
-    # --- run directory
-    run_dir = os.path.abspath(os.path.join(cfg.out_dir, cfg.name))
-    ckpt_path = os.path.join(run_dir, CKPT)
-    if main:
-        if os.path.exists(ckpt_path) and not resume and not overwrite:
-            raise ConfigError(f"{run_dir} already holds a run; pass --resume to continue it, --overwrite to "
-                              f"start again, or choose another name= / out_dir=")
-        if overwrite and not resume and os.path.isfile(os.path.join(run_dir, "config.toml")):
-            shutil.rmtree(run_dir)
-        os.makedirs(run_dir, exist_ok=True)
-    if dist is not None:
-        dist.barrier()
-    log = _Log(os.path.join(run_dir, "metrics.jsonl") if main else None)
 
-    step = 0
-    best: Dict[str, Any] = {}
-    resumed_from = None
+class _Optimisation:
+    """Stage 4: the optimiser, the per-step LR schedule, the EMA of the
+    weights and the fp16 gradient scaler, saved and restored together."""
+
+    def __init__(self, cfg: Config, model: nn.Module, data: _Data, device: torch.device):
+        self.opt = make_optimizer(cfg, model)
+        self.sched = make_schedule(cfg, self.opt, data.total, data.spe)
+        self.ema = EMA(model, cfg.ema) if cfg.ema else None
+        self.amp_dtype = _amp_dtype(cfg, device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.device = device
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else contextlib.nullcontext()
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+
+    def load_state_dict(self, ck: Dict[str, Any]) -> None:
+        self.opt.load_state_dict(ck["optimizer"])
+        self.sched.load_state_dict(ck["scheduler"])
+        if self.ema is not None and ck.get("ema") is not None:
+            self.ema.load_state_dict(ck["ema"])
+        if self.scaler is not None and ck.get("scaler"):
+            self.scaler.load_state_dict(ck["scaler"])
+
+
+@dataclass
+class _Opened:
+    """The run directory, and on resume the checkpoint (on the CPU) and the
+    config keys that differ from it (``{key: (old, new)}``, all changeable)."""
+
+    run: RunDir
+    checkpoint: Optional[Dict[str, Any]] = None
+    changes: Dict[str, tuple] = field(default_factory=dict)
+
+    @property
+    def path(self) -> str:
+        return self.run.path
+
+
+def _open_run_dir(cfg: Config, proc: _Process, resume: bool, overwrite: bool) -> _Opened:
+    """Stage 2, before any data is read: check ``<out_dir>/<name>`` may take
+    the run (:class:`RunDir`), load the checkpoint to resume and compare its
+    config with this one (a key that may not change is a :class:`ConfigError`),
+    then (main rank) create, mark, overwrite and clean the directory."""
+    run = RunDir.open(cfg.out_dir, cfg.name, resume, overwrite)
+    opened = _Opened(run)
+    ckpt_path = run.file(CKPT)
     if resume and os.path.isfile(ckpt_path):
-        ck = load_checkpoint(ckpt_path, device)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        if ema is not None and ck.get("ema") is not None:
-            ema.load_state_dict(ck["ema"])
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        _set_rng_state(ck["rng"])
-        step = int(ck["step"])
-        best = dict(ck.get("best", {}))
-        resumed_from = step
-        if main:
-            log.truncate_after(step)
-        _print(f"[{cfg.name}] resumed from step {step} ({ckpt_path})", main)
-    elif resume:
-        _print(f"[{cfg.name}] --resume: no checkpoint in {run_dir}; starting from scratch", main)
+        opened.checkpoint = load_checkpoint(ckpt_path, "cpu")
+        opened.changes = resume_changes(opened.checkpoint.get("config") or {}, cfg)
+    proc.barrier()  # every rank has checked before the main rank changes anything
+    if proc.main:
+        run.prepare()
+        for m in run.messages:
+            _print(f"[{cfg.name}] {m}", True)
+    proc.barrier()
+    return opened
 
-    if main:
-        with open(os.path.join(run_dir, "config.toml"), "w") as f:
-            f.write(dump_toml(cfg.to_dict(), f"operad run config ({cfg.name}); written {datetime.datetime.now():%c}"))
-        env = environment(device)
-        env.update(world_size=world, params=n_params, resumed_from=resumed_from)
-        with open(os.path.join(run_dir, "env.json"), "w") as f:
-            json.dump(env, f, indent=2, default=str)
 
+@dataclass
+class _Start:
+    """Where the loop starts: the step, the best evaluation so far, the step
+    of the checkpoint resumed from (None for a fresh run), and the logging
+    window the checkpoint was in the middle of."""
+
+    step: int = 0
+    best: Dict[str, Any] = field(default_factory=dict)
+    resumed_from: Optional[int] = None
+    window: Optional[Dict[str, Any]] = None
+
+
+def _restore(cfg: Config, proc: _Process, opened: _Opened, data: _Data, model: nn.Module, optim: _Optimisation,
+             log: _Log) -> _Start:
+    """Stage 6: from a checkpoint, restore the model, the optimisation state
+    and every generator, apply the changed keys (:func:`_apply_changes`) and
+    drop log records past it; a fresh run starts an empty log."""
+    ck = opened.checkpoint
+    if ck is None:
+        if proc.main:
+            log.truncate_after(0)  # records of an earlier attempt that never reached a checkpoint
+        if opened.run.resume:
+            _print(f"[{cfg.name}] --resume: no checkpoint in {opened.path}; starting from scratch", proc.main)
+        return _Start()
+    model.load_state_dict(ck["model"])
+    optim.load_state_dict(ck)
+    _set_rng_state(ck["rng"])
+    step = int(ck["step"])
+    if proc.main:
+        log.truncate_after(step)
+    _print(f"[{cfg.name}] resumed from step {step} ({opened.run.file(CKPT)})", proc.main)
+    if opened.changes:
+        for line in _apply_changes(cfg, optim, data, step, opened.changes):
+            _print(f"[{cfg.name}] {line}", proc.main)
+    return _Start(step, dict(ck.get("best", {})), step, ck.get("window"))
+
+
+def _apply_changes(cfg: Config, optim: _Optimisation, data: _Data, step: int,
+                   changes: Dict[str, tuple]) -> List[str]:
+    """Make the restored optimiser follow the changed keys: optimiser
+    hyper-parameters into its parameter groups; a changed ``lr`` or schedule
+    rescales the schedule (its base lr becomes ``cfg.lr``, the current lr
+    ``cfg.lr * lr_factor(step)``). Returns the lines to print."""
+    lines = ["resume changes " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())]
+    groups = optim.opt.param_groups
+    if OPTIMIZER_KEYS & set(changes):
+        groups[0]["weight_decay"] = cfg.weight_decay  # the other group holds norms and biases, never decayed
+        for g in groups:
+            if "momentum" in g:
+                g["momentum"] = cfg.momentum
+                g["nesterov"] = cfg.nesterov and cfg.momentum > 0
+            if "betas" in g:
+                g["betas"] = tuple(cfg.betas)
+    if SCHEDULE_KEYS & set(changes):
+        was = groups[0]["lr"]
+        f = lr_factor(cfg, step, data.total, data.spe)
+        for g in groups:
+            g["initial_lr"] = cfg.lr
+            g["lr"] = cfg.lr * f
+        optim.sched.base_lrs = [cfg.lr] * len(groups)
+        optim.sched._last_lr = [g["lr"] for g in groups]
+        lines.append(f"the LR schedule is rescaled to lr {cfg.lr:g} over {data.total} steps: step {step} "
+                     f"continues at lr {groups[0]['lr']:.6g} (the checkpoint's schedule was at {was:.6g})")
+    return lines
+
+
+def _write_record(cfg: Config, proc: _Process, opened: _Opened, n_params: int, start: _Start) -> None:
+    """Stage 7: the resolved config (``config.toml``, or ``config.resolved.toml``
+    beside a user's own ``config.toml``) and ``env.json`` (versions, host,
+    device, what a resume changed)."""
+    if not proc.main:
+        return
+    with open(opened.run.file(opened.run.config_name), "w") as f:
+        f.write(dump_toml(cfg.to_dict(), f"operad run config ({cfg.name}); written {datetime.datetime.now():%c}"))
+    env = environment(proc.device)
+    env.update(world_size=proc.world, params=n_params, resumed_from=start.resumed_from)
+    if opened.changes:
+        env["resume_changes"] = {k: list(v) for k, v in opened.changes.items()}
+    with open(opened.run.file("env.json"), "w") as f:
+        json.dump(env, f, indent=2, default=str)
+
+
+def _wrap(cfg: Config, proc: _Process, model: nn.Module) -> nn.Module:
+    """The module the steps call: the model, in DDP over ranks, compiled if asked."""
     net: nn.Module = model
-    if dist is not None:
+    if proc.dist is not None:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = DDP(model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
     if cfg.compile:
         net = torch.compile(net)
+    return net
 
-    def autocast():
-        return torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
 
-    def checkpoint_state() -> Dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "ema": ema.state_dict() if ema is not None else None,
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": _rng_state(), "step": step, "epoch": step / spe, "best": best, "config": cfg.to_dict()}
+class _Window:
+    """What one logging interval accumulates: loss, correct predictions and
+    samples seen as device tensors (read only when the window is logged),
+    steps, images and the time it started."""
 
-    last_good = {"path": ckpt_path if resumed_from is not None else None, "step": resumed_from}
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device)
+        self.seen = torch.zeros((), device=device)
+        self.reset()
 
-    def save() -> None:
-        check_finite()  # never write a checkpoint of a diverged model
-        if main:
-            save_checkpoint(ckpt_path, checkpoint_state())
-            with open(os.path.join(run_dir, "checkpoint.json.tmp"), "w") as f:
-                json.dump({"step": step, "epoch": step / spe}, f)
-            os.replace(os.path.join(run_dir, "checkpoint.json.tmp"), os.path.join(run_dir, "checkpoint.json"))
-        last_good.update(path=ckpt_path, step=step)
+    def reset(self) -> None:
+        self.loss.zero_(); self.correct.zero_(); self.seen.zero_()
+        self.steps = 0
+        self.images = 0
+        self.restart_clock()
 
-    # --- accumulators on the device (read only at log intervals)
-    loss_acc = torch.zeros((), device=device)
-    correct_acc = torch.zeros((), device=device)
-    seen_acc = torch.zeros((), device=device)
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)
-    n_acc = 0
-    t_interval = time.perf_counter()
-    imgs_interval = 0
-    train_time = 0.0
-    train_imgs = 0
-    mixing = (cfg.mixup or cfg.cutmix) and not seg
-    ignore = train_data.ignore_index if seg else -100
+    def restart_clock(self) -> None:
+        self.t0 = time.perf_counter()
 
-    params = [p for p in model.parameters()] + [b for b in model.buffers() if b.is_floating_point()]
+    def state_dict(self) -> Dict[str, Any]:
+        """The accumulated loss, correct and seen counts and steps (not images
+        or time: throughput is measured per process)."""
+        return {"loss": self.loss.detach().cpu().clone(), "correct": self.correct.detach().cpu().clone(),
+                "seen": self.seen.detach().cpu().clone(), "steps": self.steps}
 
-    def check_finite() -> None:
-        """Called at log intervals and before every checkpoint (one host sync)."""
-        b = int(bad_step.item())
-        what = f"the loss is NaN or inf at step {b} (epoch {(b - 1) // spe})"
-        if b < 0:
-            if bool(torch.stack([p.detach().isfinite().all() for p in params]).all()):
-                return
-            what = f"the weights or norm statistics are NaN or inf after step {step} (epoch {(step - 1) // spe})"
-        where = (f"the last good checkpoint is {last_good['path']} (step {last_good['step']}); "
-                 f"resume from it with a lower lr, warm-up or clip_grad") if last_good["path"] else \
-            "no checkpoint was written before it (set checkpoint_every to keep one)"
-        raise DivergenceError(f"[{cfg.name}] training diverged: {what}; {where}")
+    def load_state_dict(self, st: Dict[str, Any]) -> None:
+        self.loss.copy_(st["loss"]); self.correct.copy_(st["correct"]); self.seen.copy_(st["seen"])
+        self.steps = int(st["steps"])
 
-    def evaluate_now() -> Dict[str, Any]:
-        r = evaluate(model, val_batches, amp_dtype)
-        rec = {k: r[k] for k in ("loss", "top1", "top5", "mean_iou", "pixel_accuracy") if k in r}
-        if ema is not None:
-            re = evaluate(ema.module, val_batches, amp_dtype)
-            rec.update({f"ema_{k}": re[k] for k in ("loss", "top1", "top5", "mean_iou", "pixel_accuracy") if k in re})
+
+_METRICS = ("loss", "top1", "top5", "mean_iou", "pixel_accuracy")
+
+
+class _Loop:
+    """Stage 8: the training loop. :meth:`run` goes epoch by epoch; each
+    epoch runs :meth:`train_step` per batch, logs a window every ``log_every``
+    steps (:meth:`log_window`), may checkpoint mid-epoch, then evaluates
+    (:meth:`evaluate_epoch`) and checkpoints (:meth:`save`). NaN/inf is caught
+    at every log and before every checkpoint (:meth:`check_finite`)."""
+
+    def __init__(self, cfg: Config, proc: _Process, data: _Data, model: nn.Module, net: nn.Module,
+                 optim: _Optimisation, log: _Log, run_dir: str, start: _Start):
+        """``start``: the step, best result and logging window to continue from."""
+        self.cfg, self.proc, self.data, self.model, self.net, self.optim, self.log = \
+            cfg, proc, data, model, net, optim, log
+        self.run_dir = run_dir
+        self.ckpt_path = os.path.join(run_dir, CKPT)
+        self.step = start.step
+        self.best = start.best
+        self.last_good = {"path": self.ckpt_path if start.resumed_from is not None else None,
+                          "step": start.resumed_from}
+        self.window = _Window(proc.device)
+        if start.window is not None:  # the first record after a resume averages the whole window
+            self.window.load_state_dict(start.window)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=proc.device)
+        self.train_time = 0.0
+        self.train_imgs = 0
+        self.mixing = (cfg.mixup or cfg.cutmix) and not data.seg
+        self.ignore = data.train.ignore_index if data.seg else -100
+        self.params = [p for p in model.parameters()] + [b for b in model.buffers() if b.is_floating_point()]
+        self.bar = None
+        self.wall0 = time.perf_counter()
+
+    # -------------------------------------------------------------- the loop
+    def run(self) -> None:
+        """Train from the start step to ``data.total``."""
+        self.wall0 = time.perf_counter()
+        try:
+            while self.step < self.data.total:
+                self.epoch()
+        finally:
+            self._close_bar()
+
+    def epoch(self) -> None:
+        """The rest of the current epoch, then evaluation (every ``eval_every``
+        epochs and at the end) and a checkpoint."""
+        cfg, spe = self.cfg, self.data.spe
+        epoch = self.step // spe
+        i0 = self.step % spe
+        self._open_bar(epoch, i0)
+        self.net.train()
+        for xb, yb in self.data.batches.epoch(epoch, start=i0, step_offset=epoch * spe):
+            self.train_step(xb, yb)
+            end_epoch = self.step % spe == 0 or self.step == self.data.total
+            if self.step % cfg.log_every == 0 or end_epoch:
+                self.log_window()
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and not end_epoch:
+                self.save()
+                self.window.restart_clock()
+            if end_epoch:
+                break
+        self._close_bar()
+        ep_done = self.step / spe
+        if (math.ceil(ep_done) % cfg.eval_every == 0) or self.step >= self.data.total:
+            self.evaluate_epoch(ep_done)
+        self.save()
+        self.window.restart_clock()
+
+    def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """One optimiser step on a batch (mixed if mixup/cutmix), then the
+        window's accumulators; no host sync. First the step's regularization
+        (:func:`~operad.experiments.regularization.step_regularization`):
+        DropBlock's scheduled rate, DisturbLabel's labels and TSLA's label
+        smoothing, all functions of the config and ``(seed, step)``."""
+        cfg, model, o = self.cfg, self.model, self.optim
+        yb, smoothing = step_regularization(cfg, model, yb, self.step, self.data.total, self.data.spe,
+                                            self.data.train.num_classes)
+        if self.mixing:
+            rng = np.random.default_rng((cfg.seed, self.step, self.proc.rank))
+            xb, ya, yb2, lam = mix_batch(xb, yb, rng, cfg.mixup, cfg.cutmix,
+                                         step_generator(cfg.seed + 1, self.step, self.proc.device))
+        with o.autocast():
+            out = self.net(xb)
+            if self.data.seg and out.shape[-2:] != yb.shape[-2:]:
+                out = F.interpolate(out, size=yb.shape[-2:], mode="bilinear", align_corners=False)
+            if self.mixing:
+                loss = mixed_loss(out.float(), ya, yb2, lam, smoothing)
+            else:
+                loss = F.cross_entropy(out.float(), yb, label_smoothing=smoothing, ignore_index=self.ignore)
+        o.opt.zero_grad(set_to_none=True)
+        if o.scaler is not None:
+            o.scaler.scale(loss).backward()
+            o.scaler.unscale_(o.opt)
+        else:
+            loss.backward()
+        if cfg.clip_grad:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        if o.scaler is not None:
+            o.scaler.step(o.opt)
+            o.scaler.update()
+        else:
+            o.opt.step()
+        o.sched.step()
+        if o.ema is not None:
+            o.ema.update(model, self.step)
+        self.step += 1
+        w = self.window
+        ld = loss.detach()
+        self.bad_step = torch.where((self.bad_step < 0) & ~torch.isfinite(ld),
+                                    torch.full_like(self.bad_step, self.step), self.bad_step)
+        w.loss += torch.nan_to_num(ld, nan=0.0, posinf=0.0, neginf=0.0)
+        if not self.data.seg:
+            pred = out.detach().argmax(1)
+            w.correct += ((pred == ya).float() * lam + (pred == yb2).float() * (1 - lam)).sum() \
+                if self.mixing else (pred == yb).sum()
+            w.seen += yb.shape[0]
+        w.steps += 1
+        w.images += cfg.batch_size
+        if self.bar is not None:
+            self.bar.update(cfg.batch_size)
+
+    def log_window(self) -> None:
+        """Check for NaN/inf, write the window's mean loss, accuracy, lr and
+        throughput to the log, and start a new window."""
+        self.check_finite()
+        w = self.window
+        dt = time.perf_counter() - w.t0
+        self.train_time += dt
+        self.train_imgs += w.images
+        rec = {"kind": "train", "step": self.step, "epoch_f": round(self.step / self.data.spe, 4),
+               "loss": w.loss.item() / max(1, w.steps), "lr": self.optim.opt.param_groups[0]["lr"],
+               "img_per_s": w.images / max(dt, 1e-9), "time": round(time.perf_counter() - self.wall0, 3)}
+        if not self.data.seg and w.seen.item():
+            rec["acc"] = w.correct.item() / w.seen.item()
+        self.log.write(rec)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}")
+        w.reset()
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self) -> tuple:
+        """Evaluate the model (and its EMA): ``(log record, full result)``."""
+        amp = self.optim.amp_dtype
+        r = evaluate(self.model, self.data.val_batches, amp)
+        rec = {k: r[k] for k in _METRICS if k in r}
+        if self.optim.ema is not None:
+            re = evaluate(self.optim.ema.module, self.data.val_batches, amp)
+            rec.update({f"ema_{k}": re[k] for k in _METRICS if k in re})
             r["ema"] = re
         return rec, r
 
-    bar = None
-    wall0 = time.perf_counter()
-    try:
-        while step < total:
-            epoch = step // spe
-            i0 = step % spe
-            if main and cfg.progress:
-                from tqdm.auto import tqdm
+    def evaluate_epoch(self, ep_done: float) -> None:
+        """Evaluate, keep the best, log and print it, and redraw the curves."""
+        cfg, step, total = self.cfg, self.step, self.data.total
+        t0 = time.perf_counter()
+        rec, _ = self.evaluate()
+        rec.update(kind="eval", step=step, epoch_f=round(ep_done, 4), eval_s=round(time.perf_counter() - t0, 3))
+        key = "mean_iou" if self.data.seg else "top1"
+        if rec.get(key) is not None and rec[key] >= self.best.get(key, -1):
+            self.best = {key: rec[key], "step": step}
+        self.log.write(rec)
+        msg = ", ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "top1", "top5", "mean_iou", "pixel_accuracy",
+                                                     "ema_top1", "ema_mean_iou") if k in rec)
+        _print(f"[{cfg.name}] epoch {ep_done:.2f} step {step}/{total}: {msg}", self.proc.main)
+        if self.proc.main and cfg.plot_every and math.ceil(ep_done) % cfg.plot_every == 0 and step < total:
+            from operad.experiments.plots import plot_run
 
-                left = min(spe, total - epoch * spe)
-                bar = tqdm(total=left * cfg.batch_size, initial=i0 * cfg.batch_size, unit="img", unit_scale=True,
-                           desc=f"{cfg.name} epoch {epoch + 1}/{epochs_total}", dynamic_ncols=True, leave=False)
-            net.train()
-            for xb, yb in batches.epoch(epoch, start=i0, step_offset=epoch * spe):
-                yb, smoothing = step_regularization(cfg, model, yb, step, total, spe, train_data.num_classes)
-                if mixing:
-                    rng = np.random.default_rng((cfg.seed, step, rank))
-                    xb, ya, yb2, lam = mix_batch(xb, yb, rng, cfg.mixup, cfg.cutmix,
-                                                 step_generator(cfg.seed + 1, step, device))
-                with autocast():
-                    out = net(xb)
-                    if seg and out.shape[-2:] != yb.shape[-2:]:
-                        out = F.interpolate(out, size=yb.shape[-2:], mode="bilinear", align_corners=False)
-                    if mixing:
-                        loss = mixed_loss(out.float(), ya, yb2, lam, smoothing)
-                    else:
-                        loss = F.cross_entropy(out.float(), yb, label_smoothing=smoothing,
-                                               ignore_index=ignore)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    loss.backward()
-                if cfg.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                sched.step()
-                if ema is not None:
-                    ema.update(model, step)
-                step += 1
-                ld = loss.detach()
-                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(ld), torch.full_like(bad_step, step), bad_step)
-                loss_acc += torch.nan_to_num(ld, nan=0.0, posinf=0.0, neginf=0.0)
-                if not seg:
-                    pred = out.detach().argmax(1)
-                    correct_acc += ((pred == ya).float() * lam + (pred == yb2).float() * (1 - lam)).sum() \
-                        if mixing else (pred == yb).sum()
-                    seen_acc += yb.shape[0]
-                n_acc += 1
-                imgs_interval += cfg.batch_size
-                if bar is not None:
-                    bar.update(cfg.batch_size)
-                end_epoch = step % spe == 0 or step == total
-                if step % cfg.log_every == 0 or end_epoch:
-                    check_finite()
-                    dt = time.perf_counter() - t_interval
-                    train_time += dt
-                    train_imgs += imgs_interval
-                    rec = {"kind": "train", "step": step, "epoch_f": round(step / spe, 4),
-                           "loss": loss_acc.item() / max(1, n_acc), "lr": opt.param_groups[0]["lr"],
-                           "img_per_s": imgs_interval / max(dt, 1e-9), "time": round(time.perf_counter() - wall0, 3)}
-                    if not seg and seen_acc.item():
-                        rec["acc"] = correct_acc.item() / seen_acc.item()
-                    log.write(rec)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}")
-                    loss_acc.zero_(); correct_acc.zero_(); seen_acc.zero_()
-                    n_acc, imgs_interval = 0, 0
-                    t_interval = time.perf_counter()
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not end_epoch:
-                    save()
-                    t_interval = time.perf_counter()
-                if end_epoch:
-                    break
-            if bar is not None:
-                bar.close()
-                bar = None
-            ep_done = step / spe
-            if (math.ceil(ep_done) % cfg.eval_every == 0) or step >= total:
-                t0 = time.perf_counter()
-                rec, _ = evaluate_now()
-                rec.update(kind="eval", step=step, epoch_f=round(ep_done, 4), eval_s=round(time.perf_counter() - t0, 3))
-                key = "mean_iou" if seg else "top1"
-                if rec.get(key) is not None and rec[key] >= best.get(key, -1):
-                    best = {key: rec[key], "step": step}
-                log.write(rec)
-                msg = ", ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "top1", "top5", "mean_iou", "pixel_accuracy",
-                                                             "ema_top1", "ema_mean_iou") if k in rec)
-                _print(f"[{cfg.name}] epoch {ep_done:.2f} step {step}/{total}: {msg}", main)
-                if main and cfg.plot_every and math.ceil(ep_done) % cfg.plot_every == 0 and step < total:
-                    from operad.experiments.plots import plot_run
+            plot_run(self.run_dir)
 
-                    plot_run(run_dir)
-            save()
-            t_interval = time.perf_counter()
-    finally:
-        if bar is not None:
-            bar.close()
+    # -------------------------------------------------------------- checkpoints and divergence
+    def checkpoint_state(self) -> Dict[str, Any]:
+        """Everything a resume needs to continue bit for bit."""
+        o = self.optim.state_dict()
+        return {"model": self.model.state_dict(), "optimizer": o["optimizer"], "scheduler": o["scheduler"],
+                "ema": o["ema"], "scaler": o["scaler"], "rng": _rng_state(), "step": self.step,
+                "epoch": self.step / self.data.spe, "best": self.best, "config": self.cfg.to_dict(),
+                "window": self.window.state_dict()}
 
-    # --- final evaluation and summary
-    final_model = ema.module if ema is not None else model
-    rec, full = evaluate_now()
+    def save(self) -> None:
+        """Write the checkpoint and its ``checkpoint.json`` sidecar (main rank)
+        after checking the model is finite. A failed write stops the run with a
+        :class:`CheckpointError` that names the intact previous checkpoint."""
+        self.check_finite()  # never write a checkpoint of a diverged model
+        if self.proc.main:
+            try:
+                save_checkpoint(self.ckpt_path, self.checkpoint_state())
+                side = os.path.join(self.run_dir, "checkpoint.json")
+                with open(side + ".tmp", "w") as f:
+                    json.dump({"step": self.step, "epoch": self.step / self.data.spe}, f)
+                os.replace(side + ".tmp", side)
+            except OSError as e:
+                cause = e.__cause__ if isinstance(e, CheckpointError) and e.__cause__ is not None else e
+                lg = self.last_good
+                prev = (f"the previous checkpoint (step {lg['step']}) is intact; resume from it once the disk is "
+                        f"writable") if lg["path"] else "no earlier checkpoint exists"
+                raise CheckpointError(f"[{self.cfg.name}] the checkpoint of step {self.step} was not written to "
+                                      f"{self.ckpt_path} ({type(cause).__name__}: {cause}); {prev}") from cause
+        self.last_good.update(path=self.ckpt_path, step=self.step)
+
+    def check_finite(self) -> None:
+        """Raise :class:`DivergenceError` (naming the step and the last good
+        checkpoint) if a loss, weight or norm statistic is NaN/inf; one host sync."""
+        spe, step = self.data.spe, self.step
+        b = int(self.bad_step.item())
+        what = f"the loss is NaN or inf at step {b} (epoch {(b - 1) // spe})"
+        if b < 0:
+            if bool(torch.stack([p.detach().isfinite().all() for p in self.params]).all()):
+                return
+            what = f"the weights or norm statistics are NaN or inf after step {step} (epoch {(step - 1) // spe})"
+        lg = self.last_good
+        where = (f"the last good checkpoint is {lg['path']} (step {lg['step']}); "
+                 f"resume from it with a lower lr, warm-up or clip_grad") if lg["path"] else \
+            "no checkpoint was written before it (set checkpoint_every to keep one)"
+        raise DivergenceError(f"[{self.cfg.name}] training diverged: {what}; {where}")
+
+    # -------------------------------------------------------------- progress bar
+    def _open_bar(self, epoch: int, i0: int) -> None:
+        if self.proc.main and self.cfg.progress:
+            from tqdm.auto import tqdm
+
+            bs = self.cfg.batch_size
+            left = min(self.data.spe, self.data.total - epoch * self.data.spe)
+            self.bar = tqdm(total=left * bs, initial=i0 * bs, unit="img", unit_scale=True,
+                            desc=f"{self.cfg.name} epoch {epoch + 1}/{self.data.epochs_total}", dynamic_ncols=True,
+                            leave=False)
+
+    def _close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _finish(cfg: Config, proc: _Process, data: _Data, model: nn.Module, loop: _Loop, run_dir: str,
+            n_params: int) -> Dict[str, Any]:
+    """Stage 9: the final evaluation (of the EMA when kept) and the summary;
+    on the main rank ``final.pt``, ``eval.json``, plots, the optional speed,
+    deployment and robustness measurements, and ``summary.json``."""
+    optim = loop.optim
+    final_model = optim.ema.module if optim.ema is not None else model
+    rec, full = loop.evaluate()
+    train_time, step = loop.train_time, loop.step
     result: Dict[str, Any] = {"name": cfg.name, "experiment": cfg.experiment, "claim": cfg.claim,
-                              "model": cfg.model or cfg.model_expr, "dataset": train_data.name,
-                              "train_size": len(train_data), "val_size": len(val_data), "params": n_params,
-                              "steps": step, "epochs": round(step / spe, 3), "world_size": world,
-                              "device": str(device), "train_time_s": round(train_time, 3),
-                              "train_img_per_s": round(train_imgs / train_time, 2) if train_time else None,
-                              "best": best, "run_dir": run_dir}
+                              "model": cfg.model or cfg.model_expr, "dataset": data.train.name,
+                              "train_size": len(data.train), "val_size": len(data.val), "params": n_params,
+                              "steps": step, "epochs": round(step / data.spe, 3), "world_size": proc.world,
+                              "device": str(proc.device), "train_time_s": round(train_time, 3),
+                              "train_img_per_s": round(loop.train_imgs / train_time, 2) if train_time else None,
+                              "best": loop.best, "run_dir": run_dir}
     src = full.get("ema", full)
-    for k in ("loss", "top1", "top5", "mean_iou", "pixel_accuracy"):
+    for k in _METRICS:
         if k in src:
             result[k] = src[k]
     result["final"] = rec
-    if main:
-        final_sd = {"model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-                    "config": cfg.to_dict(), "classes": list(train_data.classes)}
-        save_checkpoint(os.path.join(run_dir, "final.pt"), final_sd)
-        from operad.experiments.plots import plot_confusion, plot_run
-
-        with open(os.path.join(run_dir, "eval.json"), "w") as f:
-            json.dump(src, f, indent=2)
-        plot_confusion(src["confusion_matrix"], train_data.classes, os.path.join(run_dir, "confusion.png"),
-                       f"{cfg.name}: confusion matrix (val)")
-        plot_run(run_dir)
-        if cfg.measure_speed:
-            from operad.experiments.bench.timing import inference_speed
-
-            result["infer_img_per_s"] = inference_speed(final_model, tuple(val_data.images.shape[1:3]),
-                                                        cfg.eval_batch_size, device, amp_dtype, channels_last)
-        if cfg.deploy:
-            result["deploy"] = _deploy(final_model, cfg, val_data, device, amp_dtype, channels_last)
-        if cfg.robustness:
-            import operad.experiments.evaluate  # noqa: F401
-            ev = sys.modules["operad.experiments.evaluate"]
-
-            rob = os.path.join(run_dir, "robustness")
-            for r in cfg.robustness:
-                if r == "jpeg":
-                    result["jpeg"] = ev.jpeg_sweep(final_model, val_data, device, cfg.eval_batch_size,
-                                                   out_dir=rob, label=cfg.name)
-                elif r == "shift":
-                    result["shift"] = ev.shift_consistency(final_model, val_data, device, cfg.eval_batch_size,
-                                                           out_dir=rob, label=cfg.name)
-                elif r == "rotation":
-                    result["rotation"] = ev.rotation_sweep(final_model, val_data, device, cfg.eval_batch_size,
-                                                           cfg.rotation_angles, out_dir=rob, label=cfg.name)
+    if proc.main:
+        _write_final_files(cfg, data, model, optim, run_dir, src)
+        result.update(_after_training(cfg, proc, data, final_model, optim.amp_dtype, run_dir))
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
             json.dump(result, f, indent=2)
-    if dist is not None:
-        dist.barrier()
+    proc.barrier()
     return result
+
+
+def _write_final_files(cfg: Config, data: _Data, model: nn.Module, optim: _Optimisation, run_dir: str,
+                       src: Dict[str, Any]) -> None:
+    """``final.pt`` (weights, EMA, config, classes), ``eval.json``, the confusion matrix and curves."""
+    final_sd = {"model": model.state_dict(), "ema": optim.ema.state_dict() if optim.ema is not None else None,
+                "config": cfg.to_dict(), "classes": list(data.train.classes)}
+    save_checkpoint(os.path.join(run_dir, "final.pt"), final_sd)
+    from operad.experiments.plots import plot_confusion, plot_run
+
+    with open(os.path.join(run_dir, "eval.json"), "w") as f:
+        json.dump(src, f, indent=2)
+    plot_confusion(src["confusion_matrix"], data.train.classes, os.path.join(run_dir, "confusion.png"),
+                   f"{cfg.name}: confusion matrix (val)")
+    plot_run(run_dir)
+
+
+def _after_training(cfg: Config, proc: _Process, data: _Data, final_model: nn.Module,
+                    amp_dtype: Optional[torch.dtype], run_dir: str) -> Dict[str, Any]:
+    """What the config asks after training: inference speed, a deployment
+    rewrite, robustness sweeps (files under ``robustness/``)."""
+    out: Dict[str, Any] = {}
+    device, val_data, cl = proc.device, data.val, data.channels_last
+    if cfg.measure_speed:
+        from operad.experiments.bench.timing import inference_speed
+
+        out["infer_img_per_s"] = inference_speed(final_model, tuple(val_data.images.shape[1:3]),
+                                                 cfg.eval_batch_size, device, amp_dtype, cl)
+    if cfg.deploy:
+        out["deploy"] = _deploy(final_model, cfg, val_data, device, amp_dtype, cl)
+    if cfg.robustness:
+        import operad.experiments.evaluate  # noqa: F401
+        ev = sys.modules["operad.experiments.evaluate"]
+
+        rob = os.path.join(run_dir, "robustness")
+        for r in cfg.robustness:
+            if r == "jpeg":
+                out["jpeg"] = ev.jpeg_sweep(final_model, val_data, device, cfg.eval_batch_size,
+                                            out_dir=rob, label=cfg.name)
+            elif r == "shift":
+                out["shift"] = ev.shift_consistency(final_model, val_data, device, cfg.eval_batch_size,
+                                                    out_dir=rob, label=cfg.name)
+            elif r == "rotation":
+                out["rotation"] = ev.rotation_sweep(final_model, val_data, device, cfg.eval_batch_size,
+                                                    cfg.rotation_angles, out_dir=rob, label=cfg.name)
+    return out
+
+
+def train_run(cfg: Config, resume: bool = False, overwrite: bool = False, model: Optional[nn.Module] = None,
+              train_data: Optional[ArrayData] = None, val_data: Optional[ArrayData] = None) -> Dict[str, Any]:
+    """Train one validated :class:`Config`; returns the run's summary (also
+    written to ``<out_dir>/<name>/summary.json``)."""
+    if cfg.recipe == "speedrun":  # a recipe with its own loop (operad.experiments.speedrun)
+        from operad.experiments.speedrun import run_config
+
+        return run_config(cfg)
+    threads_before = torch.get_num_threads()
+    try:
+        return _train_run(cfg, resume, overwrite, model, train_data, val_data)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_run(cfg: Config, resume: bool, overwrite: bool, model: Optional[nn.Module],
+               train_data: Optional[ArrayData], val_data: Optional[ArrayData]) -> Dict[str, Any]:
+    """The stages in order (see the comment above :class:`_Log`)."""
+    proc = _setup_process(cfg)
+    opened = _open_run_dir(cfg, proc, resume, overwrite)
+    data = _build_data(cfg, proc, train_data, val_data)
+    model = _build_model(cfg, proc, data, model)
+    n_params = sum(p.numel() for p in model.parameters())
+    optim = _Optimisation(cfg, model, data, proc.device)
+    log = _Log(opened.run.file("metrics.jsonl") if proc.main else None)
+    start = _restore(cfg, proc, opened, data, model, optim, log)
+    _write_record(cfg, proc, opened, n_params, start)
+    loop = _Loop(cfg, proc, data, model, _wrap(cfg, proc, model), optim, log, opened.path, start)
+    loop.run()
+    return _finish(cfg, proc, data, model, loop, opened.path, n_params)
 
 
 def _deploy(model: nn.Module, cfg: Config, val_data, device, amp_dtype, channels_last) -> Dict[str, Any]:
@@ -709,6 +1031,8 @@ def train(config: Union[str, os.PathLike, Dict[str, Any], Config], overrides: Un
     ov = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
     multi = bool(raw.get("runs")) and len(raw["runs"]) > 1
     cfgs = expand_runs(raw, ov, profile, only)
+    for c in cfgs:  # every run's name before the first run trains
+        check_run_name(c.name)
     results = [train_run(c, resume=resume, overwrite=overwrite, **kwargs) for c in cfgs]
     return results if multi else results[0]
 

@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional
 from torch import nn
 
 from ..operators.activation import ACTIVATIONS
+from ..operators.algebra.errors import OpArgTypeError, UnknownName
 from ..operators.algebra.field import Field
 from ..operators.rewrites import substitute
 from ..operators.algebra.term import Term
@@ -68,7 +69,7 @@ def _entry(name: str) -> ModelEntry:
     if name not in MODELS:
         close = difflib.get_close_matches(name, list(MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint} (operad.models.list_models() lists them)")
+        raise UnknownName(f"unknown model {name!r}{hint} (operad.models.list_models() lists them)")
     return MODELS[name]
 
 
@@ -84,7 +85,7 @@ def model_term(name: str, **kwargs) -> Term:
         valid = [p for p in sig.parameters] + list(_ROLES)
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise TypeError(f"model {name!r} has no option {unknown[0]!r}{hint} (options: {', '.join(valid)})")
+        raise OpArgTypeError(f"model {name!r} has no option {unknown[0]!r}{hint} (options: {', '.join(valid)})")
     term = entry.fn(**kwargs)
     for role, repl in roles.items():
         term = substitute(term, _ROLES[role], repl)

@@ -25,17 +25,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .algebra.combinators import Residual, _BranchTerm, _leaf, _size, lipschitz_of
+from .algebra.errors import OpArgError, OpArgTypeError
 from .algebra.field import Field, TypeMismatch
 from .algebra.term import ALL_TRANSFORMS, Term, op, register_family
+from .algebra.util import check_float, check_int, check_prob
 
 __all__ = ["DropBlock", "SpatialDropout", "ShakeDrop", "ShakeShake", "drop_block", "spatial_dropout",
            "shake_drop", "shake_shake", "shake", "linear_drop_path", "set_drop_block_progress"]
 
 
-def _check_p(name: str, p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"{name} p must lie in [0, 1); got {p!r}")
-    return float(p)
+def _check_p(name: str, p, arg: str = "p") -> float:
+    """A drop probability in [0, 1) as a float; else an :class:`OpArgError` naming the op."""
+    return float(check_prob(name, arg, p, hi_open=True))
 
 
 # ---------------------------------------------------------------------------
@@ -117,9 +118,11 @@ def _db_examples(draw):
 
 
 class _TrainOnly(Term):
-    """A regularizer that is the identity in eval mode."""
+    """A regularizer that is the identity in eval mode (and in training multiplies
+    by a non-negative mask, so it keeps non-negative inputs non-negative)."""
 
     linear = True
+    keeps_nonnegative = True
 
     def out_type(self, t):
         return self.require_real(t)
@@ -142,8 +145,7 @@ class DropBlock(_TrainOnly):
     _positional = ("block_size", "p")
 
     def __post_init__(self):
-        if isinstance(self.block_size, bool) or not isinstance(self.block_size, int) or self.block_size < 1:
-            raise ValueError(f"drop_block block_size must be a positive int; got {self.block_size!r}")
+        check_int("drop_block", "block_size", self.block_size)
         _check_p("drop_block", self.p)
 
     def build(self, t):
@@ -256,9 +258,14 @@ def _sdrop_examples(draw):
 
 
 def _range(name: str, r) -> Tuple[float, float]:
-    r = tuple(float(v) for v in r)
-    if len(r) != 2 or r[0] > r[1]:
-        raise ValueError(f"shake_drop {name} must be (low, high) with low <= high; got {r!r}")
+    if not isinstance(r, (tuple, list)):
+        raise OpArgTypeError(f"shake_drop {name} must be (low, high) with low <= high; got {r!r} "
+                             f"({type(r).__name__})")
+    if len(r) != 2:
+        raise OpArgError(f"shake_drop {name} must be (low, high) with low <= high; got {r!r}")
+    r = tuple(float(check_float("shake_drop", name, v)) for v in r)
+    if r[0] > r[1]:
+        raise OpArgError(f"shake_drop {name} must be (low, high) with low <= high; got {r!r}")
     return r
 
 
@@ -277,9 +284,16 @@ class ShakeDrop(Term):
 
     def __post_init__(self):
         _check_p("shake_drop", self.p)
+        _range("alpha_range", self.alpha_range)
+        _range("beta_range", self.beta_range)
 
     def _expectation(self) -> float:
         return (1.0 - self.p) + self.p * 0.5 * (self.alpha_range[0] + self.alpha_range[1])
+
+    def nonnegative(self, t, input_nonnegative=False):
+        """On non-negative inputs when ``alpha >= 0``: every coefficient ``b + alpha - b alpha``
+        of training (b in {0, 1}) and the eval expectation are then >= 0."""
+        return bool(input_nonnegative and self.alpha_range[0] >= 0)
 
     def out_type(self, t):
         return self.require_real(t, rank=None)
@@ -348,7 +362,7 @@ class ShakeShake(_BranchTerm):
 
     def __post_init__(self):
         if len(self.items) != 2:
-            raise ValueError(f"shake_shake takes two branches; got {len(self.items)}")
+            raise OpArgError(f"shake_shake takes two branches; got {len(self.items)}")
 
     def out_type(self, t):
         a, b = self._branch_types(t)
@@ -376,7 +390,7 @@ def shake_shake(a: Term, b: Term) -> ShakeShake:
     Field(4)
     """
     if not isinstance(a, Term) or not isinstance(b, Term):
-        raise TypeError("ops.shake_shake takes two terms: shake_shake(a, b)")
+        raise OpArgTypeError("ops.shake_shake takes two terms: shake_shake(a, b)")
     return ShakeShake((a, b))
 
 
@@ -394,7 +408,7 @@ def linear_drop_path(term: Term, p_last: float) -> Term:
     >>> [r.drop_path for r in linear_drop_path(t, 0.5).walk() if isinstance(r, Residual)]
     [0.25, 0.5]
     """
-    _check_p("linear_drop_path", p_last)
+    _check_p("linear_drop_path", p_last, "p_last")
     total = sum(isinstance(t, Residual) for t in term.walk())
     if total == 0 or p_last == 0.0:
         return term

@@ -74,8 +74,8 @@ def test_bundled_configs_validate(path):
     assert len(cpu) == len(gpu) >= 1
     for c, g in zip(cpu, gpu):
         assert c.model or c.model_expr
-        # the CPU version is small: a subset and a few epochs
-        assert c.subset and c.epochs <= 5 and g.epochs >= 50 and not g.subset
+        # the CPU version is small: a subset and a few epochs (a speed recipe's full schedule is short by design)
+        assert c.subset and c.epochs <= 5 and (g.epochs >= 50 or g.recipe == "speedrun") and not g.subset
     for c in cpu:
         if c.model_expr:  # expressions bind now; registry names are resolved at train time
             m = build_model(c, 10)

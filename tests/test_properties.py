@@ -145,3 +145,38 @@ def test_linear_claim_holds(name, data):
     lhs = m(2.0 * x - 0.5 * y) - zero
     rhs = 2.0 * (m(x) - zero) - 0.5 * (m(y) - zero)
     torch.testing.assert_close(lhs, rhs)
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+@given(data=st.data())
+def test_declared_nonnegativity_holds(name, data):
+    """Where a term declares its output non-negative (always, or on non-negative
+    inputs), no input of that kind gives a negative output."""
+    term, t, size = _draw(data, name)
+    m = _settle(term.bind(t)).double()
+    x = _input(t, size, dtype=torch.float64)
+    for given_nonneg, inp in ((False, x), (True, x.abs())):
+        if term.nonnegative(t, given_nonneg) and not (given_nonneg and t.is_complex):
+            y = m(inp)
+            assert not y.is_complex() and y.min() >= 0, f"{term!r} on {t!r} declares a non-negative output"
+
+
+@pytest.mark.parametrize("name", FAMILY_NAMES)
+def test_lipschitz_bound_declared_or_reported(name):
+    """The Lipschitz check above is one-sided and passes where nothing is claimed: say so.
+    A family none of whose examples declares a bound is reported as skipped (``pytest -rs``);
+    how tight the declared bounds are is what ``python -m operad.experiments.studies.tightness``
+    prints."""
+    from operad.experiments.studies.tightness import family_examples
+    bounds = [verify.declared_lipschitz(_settle(term.bind(t)), size) for term, t, size in family_examples(name, 3)]
+    if all(b is None for b in bounds):
+        pytest.skip(f"{name} declares no Lipschitz bound")
+    assert all(b is None or (b >= 0 and math.isfinite(b)) for b in bounds)
+
+
+@pytest.mark.parametrize("name", ["inverted_residual", "mgic", "g_ghost_stage", "ghost", "ghost_bottleneck", "rmax"])
+def test_composite_families_declare_what_their_parts_keep(name):
+    """Blocks built only from shift-equivariant parts (circular padding) declare it, so the
+    equivariance test above checks something for them."""
+    from operad.experiments.studies.tightness import family_examples
+    assert any("shift" in term.equivariance(t) for term, t, _ in family_examples(name, 10))

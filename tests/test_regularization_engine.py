@@ -56,8 +56,9 @@ def test_step_regularization_sets_the_drop_block_schedule():
                                     ({"drop_block_ramp": 2.0}, "drop_block_ramp"),
                                     ({"rand_augment_m": 31}, "rand_augment")])
 def test_bad_regularization_keys_fail_at_load(kv, msg):
-    with pytest.raises(ConfigError, match=msg):
+    with pytest.raises(ConfigError, match=msg) as e:
         Config.from_dict(kv)
+    assert e.value.key == next(iter(kv))  # the schema (or validate's cross-key rule) names the key
 
 
 @pytest.fixture(scope="module")

@@ -161,6 +161,40 @@ def test_regularizer_arguments_are_checked():
         ops.shake_drop(0.5, alpha_range=(1.0, -1.0))
     with pytest.raises(Exception, match="one field"):
         ops.shake_shake(ops.conv(4), ops.conv(5)).bind(Field(3))
+    # main's argument checks: OpArgError (a ValueError) naming the op, for every bad number
+    from operad.operators.algebra.errors import OpArgError, OpArgTypeError
+    for make in (lambda v: ops.residual(ops.relu(), drop_path=v), lambda v: Residual(ops.relu(), None, v),
+                 lambda v: ops.drop_block(3, v), lambda v: ops.shake_drop(v), lambda v: ops.spatial_dropout(v),
+                 lambda v: linear_drop_path(ops.residual(ops.relu()), v)):
+        for bad in (1.0, -0.1, math.nan, math.inf, True, "0.1"):
+            with pytest.raises(OpArgError):
+                make(bad)
+    with pytest.raises(OpArgTypeError, match="shake_drop alpha_range"):
+        ops.shake_drop(0.5, alpha_range=0.5)
+    with pytest.raises(OpArgTypeError, match="shake_shake takes two terms"):
+        ops.shake_shake(ops.conv(4), 3)
+
+
+def test_sign_declarations_with_regularizers():
+    """A dropped body is 0 and a kept one is rescaled by 1 / (1 - p) > 0, so drop_path keeps
+    the residual's sign declaration, in training as in eval; so do DropBlock and spatial dropout.
+    ShakeDrop keeps signs only when alpha >= 0."""
+    t = Field(3)
+    pos = ops.residual(ops.conv(3) >> ops.relu(), drop_path=0.5)
+    assert pos.nonnegative(t, True) and not pos.nonnegative(t, False)
+    assert not ops.residual(ops.conv(3), drop_path=0.5).nonnegative(t, True)
+    assert ops.drop_block(3, 0.3).nonnegative(t, True) and ops.spatial_dropout(0.3).nonnegative(t, True)
+    assert not ops.shake_drop(0.5).nonnegative(t, True)
+    assert ops.shake_drop(0.5, alpha_range=(0.0, 1.0)).nonnegative(t, True)
+    torch.manual_seed(0)
+    x = torch.rand(64, 3, 6, 6)
+    for term in (pos >> ops.drop_block(3, 0.3) >> ops.spatial_dropout(0.3),
+                 ops.shake_drop(0.5, alpha_range=(0.0, 1.0)),
+                 ops.shake_shake(ops.relu(), ops.identity())):
+        assert term.nonnegative(t, True)
+        m = term.bind(t)
+        for mode in (True, False):
+            assert m.train(mode)(x).min() >= 0, (term, mode)
 
 
 def test_model_options_and_controls():

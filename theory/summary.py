@@ -9,6 +9,7 @@ from torch import nn
 
 from ..operators.algebra.combinators import lipschitz_of
 from ..operators.algebra.term import Cost
+from ..operators.algebra.sizes import check_input_shape
 from .cost import cost as _cost
 
 __all__ = ["summary", "Summary"]
@@ -84,6 +85,7 @@ def summary(module: nn.Module, input_shape: Sequence[int], max_depth: Optional[i
     """
     if not hasattr(module, "term"):
         raise TypeError("summary needs a bound operad module (term.bind(Field(...)))")
+    check_input_shape(module, input_shape)  # channels and sizes the model can run on, else a SizeError
     size = tuple(input_shape[2:]) if module.in_type.rank == 2 else None
     rows: List[Row] = []
 

@@ -26,8 +26,10 @@ from typing import FrozenSet, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .errors import OpArgError, OpArgTypeError
 from .field import Field, TypeMismatch
 from .term import ALL_TRANSFORMS, Cost, Size, Term, _join, attach, combinator, op, register_family
+from .util import check_prob
 
 __all__ = ["Seq", "Repeat", "Sum", "Concat", "Minimum", "Residual", "Dense", "Named",
            "concat", "minimum", "residual", "dense", "concat_types", "lipschitz_of"]
@@ -134,6 +136,11 @@ class Seq(Term):
     def linear(self):
         return all(i.linear for i in self.items)
 
+    def nonnegative(self, t, input_nonnegative=False):
+        for item, ti in zip(self.items, self._types(t)):
+            input_nonnegative = item.nonnegative(ti, input_nonnegative)
+        return input_nonnegative
+
     def lipschitz_bound(self, m, size=None):
         bound = 1.0
         for child in m.children():
@@ -181,6 +188,9 @@ class Repeat(Term):
 
     def equivariance(self, t):
         return self._seq().equivariance(t)
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self._seq().nonnegative(t, input_nonnegative)
 
     @property
     def linear(self):
@@ -234,6 +244,9 @@ class Named(Term):
 
     def equivariance(self, t):
         return self.inner.equivariance(t)
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self.inner.nonnegative(t, input_nonnegative)
 
     @property
     def linear(self):
@@ -301,6 +314,10 @@ class _BranchTerm(Term):
         for b in self.items:
             eq = eq & b.equivariance(t)
         return eq
+
+    def nonnegative(self, t, input_nonnegative=False):
+        """Sums, concatenations and minima of non-negative branches are non-negative."""
+        return all(b.nonnegative(t, input_nonnegative) for b in self.items)
 
     def _bind(self, t, path):
         out = self._infer(t)
@@ -414,9 +431,9 @@ class Minimum(_BranchTerm):
 def _branches(terms, name, minimum=1):
     for i, t in enumerate(terms):
         if not isinstance(t, Term):
-            raise TypeError(f"ops.{name} takes terms; argument {i} is {type(t).__name__}")
+            raise OpArgTypeError(f"ops.{name} takes terms; argument {i} is {type(t).__name__}")
     if len(terms) < minimum:
-        raise ValueError(f"ops.{name} needs at least {minimum} branches; got {len(terms)}")
+        raise OpArgError(f"ops.{name} needs at least {minimum} branches; got {len(terms)}")
     return tuple(terms)
 
 
@@ -479,10 +496,7 @@ class Residual(Term):
     body: Term
     shortcut: Optional[Term] = None
     drop_path: float = 0.0
-
-    def __post_init__(self):
-        if not isinstance(self.drop_path, (int, float)) or not 0.0 <= self.drop_path < 1.0:
-            raise ValueError(f"residual drop_path must lie in [0, 1); got {self.drop_path!r}")
+    _arg_rules = {"drop_path": "[0, 1)"}  # a probability; 1 would drop every body (checked at construction)
 
     def _short(self) -> Term:
         if self.shortcut is not None:
@@ -525,6 +539,10 @@ class Residual(Term):
     def equivariance(self, t):
         return self.body.equivariance(t) & self._short().equivariance(t)
 
+    def nonnegative(self, t, input_nonnegative=False):
+        return (self.body.nonnegative(t, input_nonnegative)
+                and self._short().nonnegative(t, input_nonnegative))
+
     @property
     def linear(self):
         return self.body.linear and self._short().linear
@@ -559,8 +577,8 @@ def residual(body: Term, shortcut: Optional[Term] = None, drop_path: float = 0.0
     residual(conv(8), drop_path=0.1)
     """
     if not isinstance(body, Term) or (shortcut is not None and not isinstance(shortcut, Term)):
-        raise TypeError("ops.residual takes terms: residual(body, shortcut=None, drop_path=0.0)")
-    return Residual(body, shortcut, float(drop_path))
+        raise OpArgTypeError("ops.residual takes terms: residual(body, shortcut=None, drop_path=0.0)")
+    return Residual(body, shortcut, float(check_prob("residual", "drop_path", drop_path, hi_open=True)))
 
 
 class DenseModule(nn.Module):
@@ -625,6 +643,10 @@ class Dense(Term):
             eq = eq & self.layer.equivariance(ti)
         return eq
 
+    def nonnegative(self, t, input_nonnegative=False):
+        """The input is part of the output: non-negative only if it and every layer's output are."""
+        return input_nonnegative and all(self.layer.nonnegative(ti, True) for ti in self._types(t)[:-1])
+
     @property
     def linear(self):
         return self.layer.linear
@@ -656,7 +678,7 @@ def dense(layer: Term, n: int) -> Term:
     Field(18)
     """
     if not isinstance(layer, Term):
-        raise TypeError(f"ops.dense takes a term; got {type(layer).__name__}")
+        raise OpArgTypeError(f"ops.dense takes a term; got {type(layer).__name__}")
     return Dense(layer, n)
 
 
