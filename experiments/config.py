@@ -229,6 +229,18 @@ class Config:
     scale_range: List[float] = setting([1.0, 1.0], POS, "segmentation: random scale [low, high]", lengths=(2,))
     crop_size: List[int] = setting([], COUNT, "segmentation: random crop [height, width] (empty: none)",
                                    lengths=(0, 2))
+    # regularization (issue 19: experiments/regularization.py, experiments/autoaugment.py)
+    auto_augment: str = setting("", doc="augmentation policy on the uint8 batch: AutoAugment's CIFAR-10 policy, "
+                                "RandAugment, TrivialAugmentWide ('': off)", choices=("", "cifar10", "rand", "trivial"))
+    rand_augment_n: int = setting(2, "[1, 4]", "RandAugment: operations per image")
+    rand_augment_m: int = setting(9, "[0, 30]", "RandAugment: magnitude bin of 31")
+    erasing: float = setting(0.0, "[0, 1]", "RandomErasing probability per image (0: off)")
+    erasing_area: List[float] = setting([0.02, 0.4], "(0, 1)", "RandomErasing: erased fraction [low, high]",
+                                        lengths=(2,))
+    tsla_until: float = setting(0.0, NONNEG, "TSLA: label_smoothing before this epoch, hard labels after (0: off)")
+    disturb_label: float = setting(0.0, UNIT, "DisturbLabel: rate of labels replaced by a uniform class (0: off)")
+    drop_block_ramp: float = setting(0.0, "[0, 1]", "DropBlock p rises linearly over this fraction of training "
+                                     "(0: off)")
     # engine
     device: str = setting("auto", doc="device", choices=("auto", "cpu", "cuda", "mps"))
     amp: str = setting("auto", doc="mixed precision", choices=("auto", "off", "bf16", "fp16"))
@@ -285,6 +297,9 @@ class Config:
         if self.scale_range[0] > self.scale_range[1]:
             raise ConfigError(f"config key 'scale_range' = {self.scale_range!r} must be [low, high] "
                               f"with low <= high{sfx}", "scale_range")
+        if self.erasing_area[0] > self.erasing_area[1]:
+            raise ConfigError(f"config key 'erasing_area' = {self.erasing_area!r} must be [low, high] "
+                              f"with low <= high{sfx}", "erasing_area")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

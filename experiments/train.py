@@ -39,6 +39,7 @@ from operad.experiments.augment import Augment, DeviceBatches, SegAugment, mix_b
 from operad.experiments.config import Config, ConfigError, dump_toml, expand_runs, load_config
 from operad.experiments.data import ArrayData, load_dataset
 from operad.experiments.evaluate import evaluate
+from operad.experiments.regularization import augment_options, step_regularization
 from operad.experiments.resume import OPTIMIZER_KEYS, SCHEDULE_KEYS, resume_changes
 from operad.experiments.run_dir import RunDir, check_run_name
 from operad.models.hub import save_safetensors
@@ -426,7 +427,9 @@ class _Data:
 def _build_data(cfg: Config, proc: _Process, train_data: Optional[ArrayData],
                 val_data: Optional[ArrayData]) -> _Data:
     """Stage 2: load the splits (unless given), build the augmenting training
-    stream (sharded over ranks) and the evaluation stream, count the steps."""
+    stream (sharded over ranks; with the config's augmentation policy and
+    RandomErasing, :func:`~operad.experiments.regularization.augment_options`)
+    and the evaluation stream, count the steps."""
     root = cfg.data_root or None
     if train_data is None:
         train_data = load_dataset(cfg.dataset, "train", root, cfg.subset or None, cfg.download)
@@ -439,7 +442,7 @@ def _build_data(cfg: Config, proc: _Process, train_data: Optional[ArrayData],
         crop = tuple(cfg.crop_size) if cfg.crop_size else None
         aug = SegAugment(tuple(cfg.scale_range), crop, cfg.flip, train_data.ignore_index)
     else:
-        aug = Augment(cfg.crop_padding, cfg.flip, cfg.cutout, cfg.rotate)
+        aug = Augment(cfg.crop_padding, cfg.flip, cfg.cutout, cfg.rotate, **augment_options(cfg))
     batches = DeviceBatches(train_data, cfg.batch_size, proc.device, shuffle=True, drop_last=True, augment=aug,
                             seed=cfg.seed, rank=proc.rank, world_size=proc.world, channels_last=channels_last)
     val_batches = DeviceBatches(val_data, cfg.eval_batch_size, proc.device, rank=proc.rank, world_size=proc.world,
@@ -719,8 +722,13 @@ class _Loop:
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
         """One optimiser step on a batch (mixed if mixup/cutmix), then the
-        window's accumulators; no host sync."""
+        window's accumulators; no host sync. First the step's regularization
+        (:func:`~operad.experiments.regularization.step_regularization`):
+        DropBlock's scheduled rate, DisturbLabel's labels and TSLA's label
+        smoothing, all functions of the config and ``(seed, step)``."""
         cfg, model, o = self.cfg, self.model, self.optim
+        yb, smoothing = step_regularization(cfg, model, yb, self.step, self.data.total, self.data.spe,
+                                            self.data.train.num_classes)
         if self.mixing:
             rng = np.random.default_rng((cfg.seed, self.step, self.proc.rank))
             xb, ya, yb2, lam = mix_batch(xb, yb, rng, cfg.mixup, cfg.cutmix,
@@ -730,9 +738,9 @@ class _Loop:
             if self.data.seg and out.shape[-2:] != yb.shape[-2:]:
                 out = F.interpolate(out, size=yb.shape[-2:], mode="bilinear", align_corners=False)
             if self.mixing:
-                loss = mixed_loss(out.float(), ya, yb2, lam, cfg.label_smoothing)
+                loss = mixed_loss(out.float(), ya, yb2, lam, smoothing)
             else:
-                loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing, ignore_index=self.ignore)
+                loss = F.cross_entropy(out.float(), yb, label_smoothing=smoothing, ignore_index=self.ignore)
         o.opt.zero_grad(set_to_none=True)
         if o.scaler is not None:
             o.scaler.scale(loss).backward()

@@ -28,7 +28,13 @@ PROBES = [("eval_every", 0, "[1, inf)"), ("clip_grad", -1.0, "[0, inf)"), ("subs
           ("gamma", 0.0, "(0, inf)"), ("onecycle_pct", 1.0, "(0, 1)"), ("rotate", 181.0, "[0, 180]"),
           ("seed", -1, "[0, 1e+18]"), ("betas", [0.9, 1.0], "[0, 1)"), ("milestones", [0.5, -1.0], "(0, inf)"),
           ("scale_range", [0.0, 1.0], "(0, inf)"), ("crop_size", [0, 32], "[1, inf)"),
-          ("rotation_angles", [0.0, math.inf], "(-inf, inf)")]
+          ("rotation_angles", [0.0, math.inf], "(-inf, inf)"),
+          # regularization (issue 19)
+          ("rand_augment_n", 0, "[1, 4]"), ("rand_augment_n", 5, "[1, 4]"), ("rand_augment_m", 31, "[0, 30]"),
+          ("rand_augment_m", -1, "[0, 30]"), ("erasing", 1.5, "[0, 1]"), ("erasing", -0.1, "[0, 1]"),
+          ("erasing_area", [0.0, 0.4], "(0, 1)"), ("erasing_area", [0.02, 1.0], "(0, 1)"),
+          ("tsla_until", -1.0, "[0, inf)"), ("disturb_label", 1.0, "[0, 1)"), ("disturb_label", -0.1, "[0, 1)"),
+          ("drop_block_ramp", 1.5, "[0, 1]"), ("drop_block_ramp", -0.5, "[0, 1]")]
 
 
 @pytest.mark.parametrize("key,value,allowed", PROBES, ids=[f"{k}={v}" for k, v, _ in PROBES])
@@ -63,6 +69,14 @@ def test_lengths_choices_and_cross_key_rules():
         Config.from_dict({"min_lr": 0.5})
     with pytest.raises(ConfigError, match=r"'scale_range' = \[2.0, 1.0\] must be \[low, high\]"):
         Config.from_dict({"scale_range": [2, 1]})
+    with pytest.raises(ConfigError, match=r"'erasing_area' = \[0.5, 0.1\] must be \[low, high\]") as e:
+        Config.from_dict({"erasing_area": [0.5, 0.1]})
+    assert e.value.key == "erasing_area"
+    with pytest.raises(ConfigError, match=r"'erasing_area' = \[0.2\] must have 2 elements"):
+        Config.from_dict({"erasing_area": [0.2]})
+    with pytest.raises(ConfigError, match=r"auto_augment = 'cifar' is not one of '', cifar10, rand, trivial; "
+                                          r"did you mean 'cifar10'"):
+        Config.from_dict({"auto_augment": "cifar"})
     with pytest.raises(ConfigError, match=r"'ema' = 1.0 is outside .* \[in runs\[1\]\]"):
         expand_runs({"runs": [{"name": "a"}, {"name": "b", "ema": 1}]}, profile="cpu")
     for raw in ({"cpu": 3}, {"runs": [{"name": "a", "gpu": [1]}]}):
@@ -70,7 +84,9 @@ def test_lengths_choices_and_cross_key_rules():
             expand_runs(raw, profile="cpu")
     # what stays legal: the boundaries and the "off" values
     c = Config.from_dict({"ema": 0.0, "momentum": 0.0, "threads": 0, "subset": 0, "clip_grad": 0, "lr": 1e-9,
-                          "epochs": 2.0, "gamma": 1, "warmup_start": 1, "rotate": 180, "crop_size": [8, 8]})
+                          "epochs": 2.0, "gamma": 1, "warmup_start": 1, "rotate": 180, "crop_size": [8, 8],
+                          "rand_augment_n": 4, "rand_augment_m": 0, "erasing": 1, "erasing_area": [0.3, 0.3],
+                          "drop_block_ramp": 1, "disturb_label": 0.0, "tsla_until": 0})
     assert (c.epochs, c.gamma, c.crop_size) == (2, 1.0, [8, 8])
 
 

@@ -117,7 +117,7 @@ def test_mix_batch():
     # cutmix: image i is the constant i + 1, so every pixel says which image it came from
     x = torch.arange(1, 7, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 1, 8, 8).contiguous()
     y = torch.arange(6)
-    checked = 0
+    checked = mixed = 0
     for seed in range(6):
         xm, ya, yb, lam = mix_batch(x, y, np.random.default_rng(seed), cutmix=1.0, gen=torch.Generator().manual_seed(seed))
         assert torch.equal(ya, y) and sorted(yb.tolist()) == list(range(6))  # partners: a permutation
@@ -131,11 +131,15 @@ def test_mix_batch():
             if len(rows):  # the pasted pixels fill one rectangle
                 assert other.sum() == len(rows) * len(cols) == (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
                 checked += 1
-    assert checked > 0
+            if 0 < lam < 1:  # a real mix of two different images: exactly their two values
+                assert set(xm[i].unique().tolist()) == {float(i + 1), float(yb[i] + 1)}
+                mixed += 1
+    assert checked > 0 and mixed > 0
     # mixup: each image is lam of itself and 1 - lam of its partner
     xm2, _, yb2, lam2 = mix_batch(x, y, np.random.default_rng(1), mixup=0.4)
     assert 0 < lam2 < 1 and (yb2 != y).any()
     torch.testing.assert_close(xm2[:, 0, 0, 0], lam2 * (y + 1.0) + (1 - lam2) * (yb2 + 1.0))
+    assert xm2.min() >= 1 and xm2.max() <= 6  # a convex combination stays within the images' range
 
 
 def test_rotate_and_shift_batch():
