@@ -1,6 +1,8 @@
 # The two commands a new user runs on a fresh machine with only python3:
 #   make demo   sets everything up, then builds, verifies, trains and evaluates a network on CIFAR-10 (CPU)
 #   make test   sets everything up, then runs the test suite
+#   make bench  runs every benchmark at a small size (a check that they run; for figures,
+#               run each `python -m operad.experiments.bench.<name>` without the small options)
 # Each creates .venv and installs the pinned CPU build of PyTorch there when no torch is present.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -30,6 +32,15 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+BENCH := $(BIN)/python -m operad.experiments.bench
+bench: install
+	$(BENCH).pide --quick --channels 4 --batch 2 --dense-gib 0.05 --threads 1
+	$(BENCH).wavelet --quick --threads 1
+	$(BENCH).harmonic --small --runs 2 --threads 1
+	$(BENCH).dendritic --configs 2,4,4,8 --runs 2 --threads 1
+	$(BENCH).rmnet --models resnet20 --batch 2 --size 16 --runs 2 --iters 1 --threads 1
+	$(BENCH).zoo --models mobilenetv2_100_cifar --runs 1 --batch 4 --threads 1 --no-gpu
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -43,16 +43,26 @@ class Augment:
     """Classification augmentation on a float batch (B, C, H, W):
     random crop with zero padding, horizontal flip, cutout (a square of side
     ``cutout`` set to 0, centred anywhere), random rotation by up to
-    ``rotate`` degrees."""
+    ``rotate`` degrees. ``policy`` (an :class:`operad.experiments.autoaugment.Policy`)
+    runs on the uint8 batch before normalisation (:meth:`before_normalize`);
+    ``erasing`` is the RandomErasing probability per image, last."""
 
     crop_padding: int = 0
     flip: bool = False
     cutout: int = 0
     rotate: float = 0.0
+    policy: Optional[Callable] = None
+    erasing: float = 0.0
+    erasing_area: Tuple[float, float] = (0.02, 0.4)
 
     @property
     def active(self) -> bool:
-        return bool(self.crop_padding or self.flip or self.cutout or self.rotate)
+        return bool(self.crop_padding or self.flip or self.cutout or self.rotate or self.policy or self.erasing)
+
+    def before_normalize(self, x: torch.Tensor, gen: torch.Generator, total: Optional[int] = None,
+                         part: Optional[slice] = None) -> torch.Tensor:
+        """The ``policy`` on the raw (uint8) batch; the identity without one."""
+        return x if self.policy is None else self.policy(x, gen, total, part)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator, total: Optional[int] = None,
                  part: Optional[slice] = None) -> torch.Tensor:
@@ -84,6 +94,9 @@ class Augment:
             xs = torch.arange(W, device=dev)[None, None, :] - (cx - s // 2)[:, None, None]
             inside = (ys >= 0) & (ys < s) & (xs >= 0) & (xs < s)
             x = x.masked_fill(inside[:, None], 0.0)
+        if self.erasing:
+            from operad.experiments.autoaugment import random_erasing
+            x = random_erasing(x, gen, self.erasing, tuple(self.erasing_area), total=n, part=part)
         return x
 
 
@@ -256,10 +269,13 @@ class DeviceBatches:
             if self.shuffle and self.world_size > 1:
                 part = slice(self.rank * self.local, (self.rank + 1) * self.local)
                 sel = sel[part]
-            xb = self.normalize(self.x[sel])
-            yb = self.y[sel]
-            if self.augment is not None and self.augment.active:
-                gen = step_generator(self.seed, step_offset + i, self.device)
+            xb, yb = self.x[sel], self.y[sel]
+            active = self.augment is not None and self.augment.active
+            gen = step_generator(self.seed, step_offset + i, self.device) if active else None
+            if active and hasattr(self.augment, "before_normalize"):
+                xb = self.augment.before_normalize(xb, gen, total, part)
+            xb = self.normalize(xb)
+            if active:
                 if isinstance(self.augment, SegAugment):
                     xb, yb = self.augment(xb, yb, gen, total, part)
                 else:

@@ -8,6 +8,11 @@
     operad summary MODEL|EXPR                     # table of types, costs, Lipschitz bounds
     operad verify MODEL|EXPR                      # numerical checks of the algebra's claims
     operad results [RUNS_DIR ...]                 # Markdown table + plot of finished runs
+    operad export MODEL|RUN --format onnx|pt2 --out FILE   # checked by onnxruntime / reloading
+    operad --debug VERB ...                       # show the traceback of an error
+
+An error in what the user gave (config, expression, data, sizes) prints
+``operad VERB: error: MESSAGE`` and exits with status 2; only bugs show tracebacks.
 
 Heavy imports (models, theory) happen inside each command.
 """
@@ -49,13 +54,25 @@ def _model_from_spec(spec: str, num_classes: int = 10, in_chans: int = 3):
 
 
 def _parse_shape(s: Optional[str]):
-    return tuple(int(v) for v in s.replace("x", ",").split(",")) if s else None
+    """``"1,3,32,32"`` or ``"1x3x32x32"`` -> a shape; N,C,H,W (or N,C for a rank-0 input) of positive ints."""
+    if not s:
+        return None
+    try:
+        shape = tuple(int(v) for v in s.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) not in (2, 4) or min(shape) < 1:
+        from operad.operators.algebra.errors import OperadError
+
+        raise OperadError(f"--input expects N,C,H,W (or N,C) positive integers, e.g. 1,3,32,32; got {s!r}")
+    return shape
 
 
 # ----------------------------------------------------------------------------- commands
 
 def cmd_train(a) -> int:
     from operad.experiments.train import train
+    from operad.experiments.detection.engine import is_detection_config
 
     ov = list(a.overrides)
     if a.data:
@@ -64,6 +81,10 @@ def cmd_train(a) -> int:
         ov.append("download=true")
     if a.out:
         ov.append(f"out_dir={json.dumps(a.out)}")
+    if is_detection_config(a.config):  # task = "detection": the detection engine (experiments/detection)
+        from operad.experiments.detection.engine import train_detection
+        train_detection(a.config, ov, overwrite=a.overwrite, profile=a.profile, only=a.only or None)
+        return 0
     res = train(a.config, ov, resume=a.resume, overwrite=a.overwrite, profile=a.profile, only=a.only or None)
     rs = res if isinstance(res, list) else [res]
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -88,9 +109,15 @@ def _load(a):
 
 def cmd_eval(a) -> int:
     from operad.experiments.augment import DeviceBatches
+    from operad.experiments.detection.engine import eval_detection, is_detection_run
     from operad.experiments.evaluate import evaluate
     from operad.experiments.plots import plot_confusion
 
+    if is_detection_run(a.run):  # a detection run: mAP and a PNG of predicted boxes
+        r = eval_detection(a.run, a.data, a.split or "val", a.subset, min(a.batch_size, 16), a.device or "cpu", a.out)
+        print(f"{a.run} on {a.split or 'val'} ({r['images']} images): mAP@0.5 {r['map50']:.4f} (all-point), "
+              f"{r['map50_11point']:.4f} (11-point), COCO mAP@[.5:.95] {r['coco_map']:.4f}; wrote {r['png']}")
+        return 0
     model, cfg, data, device = _load(a)
     r = evaluate(model, DeviceBatches(data, a.batch_size, device))
     out = a.out or (a.run if os.path.isdir(a.run) else os.path.dirname(a.run))
@@ -128,7 +155,7 @@ def cmd_robustness(a) -> int:
                                             out_dir=out, label=cfg.name)
         print(f"shift consistency (random shifts up to {a.max_shift}px): {res['shift']['consistency']:.4f}")
     if "rotation" in which:
-        angles = [float(v) for v in a.angles.split(",")] if a.angles else cfg.rotation_angles
+        angles = a.angles or cfg.rotation_angles
         res["rotation"] = ev.rotation_sweep(model, data, device, a.batch_size, angles, out_dir=out, label=cfg.name)
         print("rotation -> " + ", ".join(f"{k}deg {v:.4f}" for k, v in res["rotation"]["angle"].items()))
     print(f"wrote JSON and PNG files to {out}")
@@ -162,14 +189,20 @@ def cmd_summary(a) -> int:
     model, shape = _model_from_spec(a.model, a.num_classes)
     shape = _parse_shape(a.input) or shape
     print(summary(model, shape))
+    cfg = getattr(model, "default_cfg", None)
+    if cfg:  # timm-style defaults of a registered model (operad.models.hub)
+        print("default_cfg: " + ", ".join(f"{k} {v}" for k, v in cfg.items() if k not in ("architecture", "tags")))
     return 0
 
 
 def cmd_verify(a) -> int:
     from operad.theory.verify import run_all
 
+    from operad.operators.algebra.sizes import check_input_shape
+
     model, shape = _model_from_spec(a.model, a.num_classes)
     shape = _parse_shape(a.input) or shape
+    check_input_shape(model, shape)
     reports = run_all(model.double() if a.double else model, shape, seed=a.seed)
     print(f"verification of {a.model} at input {shape}:")
     for r in reports:
@@ -191,6 +224,23 @@ def cmd_results(a) -> int:
             f.write(md)
     if rows and a.plot:
         print(f"plot: {plot_results(rows, a.plot)}")
+    return 0
+
+
+def cmd_export(a) -> int:
+    """Export a model, expression or run to ONNX or a torch.export program, checked against PyTorch."""
+    from operad.experiments.export import ExportError, export_model, resolve_model
+
+    model, shape = resolve_model(a.model, _parse_shape(a.input), a.num_classes)
+    out = a.out or f"{os.path.basename(os.path.normpath(a.model)).split('.')[0] or 'model'}.{a.format}"
+    try:
+        r = export_model(model, shape, out, a.format, a.deploy, check=not a.no_check)
+    except ExportError as e:
+        print(f"operad export: error: {e}", file=sys.stderr)
+        return 2
+    chk = "" if a.no_check else (f"; {'onnxruntime' if a.format == 'onnx' else 'reloaded program'} matches "
+                                 f"PyTorch (max |diff| {r['max_abs_diff']:.2g})")
+    print(f"wrote {r['path']} ({a.format}, input {tuple(shape)}{', ' + a.deploy if a.deploy else ''}){chk}")
     return 0
 
 
@@ -275,14 +325,72 @@ def cmd_demo(a) -> int:
     return 0
 
 
+def cmd_derive_boxes(a) -> int:
+    """Boxes of CamVid's Car, Pedestrian, Bicyclist and SignSymbol components, in the VOC layout."""
+    from operad.experiments.data import data_root
+    from operad.experiments.detection.derive import derive_camvid_boxes
+
+    src = a.camvid or os.path.join(data_root(a.data), "camvid")
+    stats = derive_camvid_boxes(src, a.out, a.min_area)
+    for split, st in stats.items():
+        print(f"{split}: {st['frames']} frames, {st['boxes']} boxes ("
+              + ", ".join(f"{k} {v}" for k, v in st.items() if k not in ("frames", "boxes")) + ")")
+    print(f"wrote {a.out} (VOC layout; derived from the CamVid label maps at {src})")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
+def _int_at_least(lo: int):
+    """An argparse type: an int >= ``lo`` (argparse reports anything else as a usage error)."""
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects an integer >= {lo}; got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"expects an integer >= {lo}; got {v}")
+        return v
+
+    parse.__name__ = f"int>={lo}"
+    return parse
+
+
+def _positive_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        v = float("nan")
+    if not (v > 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError(f"expects a positive number; got {s!r}")
+    return v
+
+
+def _angles(s: str) -> List[float]:
+    try:
+        out = [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out or any(v != v or abs(v) == float("inf") for v in out):
+        raise argparse.ArgumentTypeError(f"expects comma-separated finite angles in degrees, e.g. 0,45,90; got {s!r}")
+    return out
+
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="operad", description="operad: train, evaluate and inspect operator networks")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error (also OPERAD_DEBUG=1)")
+    p = argparse.ArgumentParser(prog="operad", description="operad: train, evaluate and inspect operator networks",
+                                parents=[common])
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, **kw) -> argparse.ArgumentParser:  # every verb takes --debug too
+        return sub.add_parser(name, parents=[common], **kw)
+
     sub.required = True
 
-    t = sub.add_parser("train", help="train the runs of a TOML config")
+    t = add("train", help="train the runs of a TOML config")
     t.add_argument("config", help="a TOML file, or the name of a bundled config (operad list)")
     t.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=0.05 cpu.epochs=1")
     t.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
@@ -296,12 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, fn, hlp in (("eval", cmd_eval, "evaluate a finished run"),
                           ("robustness", cmd_robustness, "JPEG, shift and rotation robustness of a run")):
-        e = sub.add_parser(name, help=hlp)
+        e = add(name, help=hlp)
         e.add_argument("run", help="a run directory (or a final.pt / checkpoint.pt)")
         e.add_argument("--data", help="data root")
         e.add_argument("--split", help="split (default: test for CIFAR, val for CamVid)")
-        e.add_argument("--subset", type=int, default=0, help="first N images per class (frames for CamVid)")
-        e.add_argument("--batch-size", type=int, default=256)
+        e.add_argument("--subset", type=_int_at_least(0), default=0, help="first N images per class (frames for CamVid)")
+        e.add_argument("--batch-size", type=_int_at_least(1), default=256)
         e.add_argument("--device", help="cpu or cuda (default: cuda if available)")
         e.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA")
         e.add_argument("--out", help="output folder (default: the run directory)")
@@ -309,42 +417,59 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--jpeg", action="store_true", help="JPEG qualities 75 (clean) and 80, 65, 58, 50, 40")
             e.add_argument("--shift", action="store_true", help="shift consistency")
             e.add_argument("--rotation", action="store_true", help="accuracy against rotation angle")
-            e.add_argument("--angles", help="comma-separated angles in degrees")
-            e.add_argument("--max-shift", type=int, default=4)
+            e.add_argument("--angles", type=_angles, help="comma-separated angles in degrees")
+            e.add_argument("--max-shift", type=_int_at_least(0), default=4)
             e.add_argument("--shift-mode", default="zeros", choices=("zeros", "reflect", "circular"))
         e.set_defaults(fn=fn)
 
-    ls = sub.add_parser("list", help="registered models and bundled configs")
+    db = add("derive-boxes", help="detection boxes derived from CamVid label maps (VOC layout)")
+    db.add_argument("out", help="output folder (Annotations/, JPEGImages/, ImageSets/Main/)")
+    db.add_argument("--camvid", help="the CamVid folder (default <data root>/camvid)")
+    db.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
+    db.add_argument("--min-area", type=int, default=100, help="smallest component kept, in pixels (default 100)")
+    db.set_defaults(fn=cmd_derive_boxes)
+
+    ls = add("list", help="registered models and bundled configs")
     ls.add_argument("pattern", nargs="?", default="*")
     ls.set_defaults(fn=cmd_list)
 
     for name, fn, hlp in (("summary", cmd_summary, "types, costs and bounds of a model, node by node"),
                           ("verify", cmd_verify, "numerical checks of a model's claimed properties")):
-        s = sub.add_parser(name, help=hlp)
+        s = add(name, help=hlp)
         s.add_argument("model", help="a registered model name, or an expression such as \"ops.conv(8) >> ops.relu()\"")
         s.add_argument("--input", help="input shape N,C,H,W (default: the model's)")
-        s.add_argument("--num-classes", type=int, default=10)
+        s.add_argument("--num-classes", type=_int_at_least(1), default=10)
         if name == "verify":
-            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--seed", type=_int_at_least(0), default=0)
             s.add_argument("--double", action=argparse.BooleanOptionalAction, default=True,
                            help="check in float64 (default)")
         s.set_defaults(fn=fn)
 
-    r = sub.add_parser("results", help="collect runs into a Markdown table and a plot")
+    r = add("results", help="collect runs into a Markdown table and a plot")
     r.add_argument("runs", nargs="*", help="run folders to search (default runs/)")
     r.add_argument("--out", help="write the Markdown table here")
     r.add_argument("--plot", default=None, help="write a PNG bar plot here")
     r.set_defaults(fn=cmd_results)
 
-    d = sub.add_parser("demo", help="expression -> summary -> verification -> training -> evaluation -> plots")
+    x = add("export", help="export to ONNX or a torch.export program, checked by a runtime")
+    x.add_argument("model", help="a registered model, an expression over ops, or a run directory / final.pt")
+    x.add_argument("--format", choices=("onnx", "pt2"), default="onnx")
+    x.add_argument("--deploy", choices=("fuse", "remove_residuals"), help="apply a deployment rewrite first")
+    x.add_argument("--out", help="output file (default MODEL.FORMAT)")
+    x.add_argument("--input", help="input shape N,C,H,W (default: the model's)")
+    x.add_argument("--num-classes", type=int, default=10)
+    x.add_argument("--no-check", action="store_true", help="skip the onnxruntime / reload comparison")
+    x.set_defaults(fn=cmd_export)
+
+    d = add("demo", help="expression -> summary -> verification -> training -> evaluation -> plots")
     d.add_argument("--expr", help="the network as an expression over ops (default: a small residual CNN)")
-    d.add_argument("--budget", type=float, default=120.0, help="training time budget in seconds (default 120)")
+    d.add_argument("--budget", type=_positive_float, default=120.0, help="training time budget in seconds (default 120)")
     d.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
     d.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")
-    d.add_argument("--subset", type=int, default=0, help="train on the first N images per class (default all)")
-    d.add_argument("--test-subset", type=int, default=0, help="evaluate on N images per class (default all)")
-    d.add_argument("--batch-size", type=int, default=128)
-    d.add_argument("--robust-per-class", type=int, default=200,
+    d.add_argument("--subset", type=_int_at_least(0), default=0, help="train on the first N images per class (default all)")
+    d.add_argument("--test-subset", type=_int_at_least(0), default=0, help="evaluate on N images per class (default all)")
+    d.add_argument("--batch-size", type=_int_at_least(1), default=128)
+    d.add_argument("--robust-per-class", type=_int_at_least(1), default=200,
                    help="test images per class for the robustness sweeps (default 200)")
     d.add_argument("--out", default="runs", help="output folder (default runs/)")
     d.add_argument("--name", default="demo")
@@ -352,8 +477,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple:
+    """The exception classes that mean "the input is wrong", not "operad has a bug"."""
+    from operad.operators.algebra.errors import OperadError
+
+    # a path the user named that is missing or unreadable is the user's to fix, not a bug
+    errs = [OperadError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError]
+    return tuple(errs)
+
+
+def _divergence_error() -> type:
+    try:
+        from operad.experiments.train import DivergenceError
+    except ImportError:  # pragma: no cover
+        return type("NoDivergence", (Exception,), {})
+    return DivergenceError
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``operad`` console script."""
+    """Entry point of the ``operad`` console script.
+
+    An error in the user's input (an :class:`~operad.operators.algebra.errors.OperadError`:
+    config, expression, types, sizes; or a data error) prints
+    ``operad <verb>: error: <message>`` on stderr and returns 2; a diverged
+    training run returns 3. ``--debug`` (or ``OPERAD_DEBUG=1``) re-raises
+    instead, so the traceback shows. Any other exception is a bug and keeps
+    its traceback.
+    """
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides given after options: operad train c.toml --resume lr=0.1
@@ -361,24 +511,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from operad.experiments.config import ConfigError
-    from operad.experiments.data import DataError
-
-    try:
-        from operad.experiments.train import DivergenceError
-    except ImportError:  # pragma: no cover
-        DivergenceError = RuntimeError
+    debug = getattr(args, "debug", False) or os.environ.get("OPERAD_DEBUG", "") not in ("", "0")
+    user_errors, divergence = _user_errors(), _divergence_error()
     try:
         return int(args.fn(args) or 0)
-    except (ConfigError, DataError) as e:
+    except divergence as e:
+        if debug:
+            raise
         print(f"operad {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except DivergenceError as e:
-        print(f"operad {args.command}: {e}", file=sys.stderr)
         return 3
-    except KeyError as e:  # unknown model names from the registry
-        msg = e.args[0] if e.args else str(e)
-        print(f"operad {args.command}: error: {msg}", file=sys.stderr)
+    except user_errors as e:
+        if debug:
+            raise
+        print(f"operad {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 

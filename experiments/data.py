@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from operad.operators.algebra.errors import OperadError
 
 __all__ = ["ArrayData", "DataError", "data_root", "cache_dir", "load_dataset", "download", "check_classes",
            "DATASETS", "CIFAR10_CLASSES", "CIFAR100_CLASSES", "CAMVID_CLASSES", "stratified_subset",
@@ -76,7 +77,7 @@ ARCHIVES = {
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 
-class DataError(RuntimeError):
+class DataError(OperadError, RuntimeError):
     """A data file is missing, truncated or not what was expected."""
 
 
@@ -652,7 +653,7 @@ def _load_camvid(split: str, root: str, subset: Optional[int], use_cache: bool) 
                      CAMVID_VOID, mean, std, folder)
 
 
-DATASETS = ("cifar10", "cifar100", "camvid")
+DATASETS = ("cifar10", "cifar100", "camvid", "voc", "coco")  # voc, coco: detection layouts (experiments/detection)
 
 
 def load_dataset(name: str, split: str = "train", root: Optional[str] = None, subset: Optional[int] = None,
@@ -675,6 +676,8 @@ def load_dataset(name: str, split: str = "train", root: Optional[str] = None, su
         close = difflib.get_close_matches(key, DATASETS, n=1)
         raise DataError(f"unknown data set {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
                         + f" (known: {', '.join(DATASETS)})")
+    if key in ("voc", "coco"):
+        raise DataError(f"{name!r} is a detection layout: set task = \"detection\" (loaded by operad.experiments.detection)")
     if key == "camvid":
         return _load_camvid(split, root, subset, use_cache)
     which = 10 if key == "cifar10" else 100

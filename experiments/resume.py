@@ -41,6 +41,10 @@ CHANGEABLE = SCHEDULE_KEYS | OPTIMIZER_KEYS | frozenset({
     # after training
     "robustness", "rotation_angles", "measure_speed", "deploy",
 })
+# Not changeable, like the other augmentation keys and the model: the regularization
+# keys (auto_augment, rand_augment_n, rand_augment_m, erasing, erasing_area, tsla_until,
+# disturb_label, drop_block_ramp) decide what data and labels the run trains on and
+# how its network drops units, so they define the experiment.
 
 
 def _norm(v: Any) -> Any:

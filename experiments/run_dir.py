@@ -40,7 +40,7 @@ ROBUSTNESS = "robustness"
 
 # files operad writes at the top of a run directory (training, `operad eval`)
 OWNED = ("config.toml", "config.resolved.toml", "env.json", "metrics.jsonl", "checkpoint.pt", "checkpoint.json",
-         "final.pt", "eval.json", "summary.json", "curves.png", "confusion.png")
+         "final.pt", "final.safetensors", "eval.json", "summary.json", "curves.png", "confusion.png")
 OWNED_PATTERNS = (
     re.compile(r"\.(checkpoint|final)\.pt\.tmp\d+"),          # save_checkpoint's temporaries
     re.compile(r"(metrics\.jsonl|checkpoint\.json)\.tmp"),

@@ -34,12 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from operad.operators.algebra.errors import OperadError
 from operad.experiments.augment import Augment, DeviceBatches, SegAugment, mix_batch, mixed_loss, step_generator
 from operad.experiments.config import Config, ConfigError, dump_toml, expand_runs, load_config
 from operad.experiments.data import ArrayData, load_dataset
 from operad.experiments.evaluate import evaluate
+from operad.experiments.regularization import augment_options, step_regularization
 from operad.experiments.resume import OPTIMIZER_KEYS, SCHEDULE_KEYS, resume_changes
 from operad.experiments.run_dir import RunDir, check_run_name
+from operad.models.hub import save_safetensors
 
 __all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceError", "CheckpointError", "EMA",
            "make_optimizer", "make_schedule", "load_checkpoint", "save_checkpoint", "load_run_model", "environment"]
@@ -47,11 +50,11 @@ __all__ = ["train", "train_run", "default_threads", "build_model", "DivergenceEr
 CKPT = "checkpoint.pt"
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(OperadError, RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class CheckpointError(OSError):
+class CheckpointError(OperadError, OSError):
     """Writing a checkpoint failed; the previous one (if any) is intact."""
 
 
@@ -424,7 +427,9 @@ class _Data:
 def _build_data(cfg: Config, proc: _Process, train_data: Optional[ArrayData],
                 val_data: Optional[ArrayData]) -> _Data:
     """Stage 2: load the splits (unless given), build the augmenting training
-    stream (sharded over ranks) and the evaluation stream, count the steps."""
+    stream (sharded over ranks; with the config's augmentation policy and
+    RandomErasing, :func:`~operad.experiments.regularization.augment_options`)
+    and the evaluation stream, count the steps."""
     root = cfg.data_root or None
     if train_data is None:
         train_data = load_dataset(cfg.dataset, "train", root, cfg.subset or None, cfg.download)
@@ -437,7 +442,7 @@ def _build_data(cfg: Config, proc: _Process, train_data: Optional[ArrayData],
         crop = tuple(cfg.crop_size) if cfg.crop_size else None
         aug = SegAugment(tuple(cfg.scale_range), crop, cfg.flip, train_data.ignore_index)
     else:
-        aug = Augment(cfg.crop_padding, cfg.flip, cfg.cutout, cfg.rotate)
+        aug = Augment(cfg.crop_padding, cfg.flip, cfg.cutout, cfg.rotate, **augment_options(cfg))
     batches = DeviceBatches(train_data, cfg.batch_size, proc.device, shuffle=True, drop_last=True, augment=aug,
                             seed=cfg.seed, rank=proc.rank, world_size=proc.world, channels_last=channels_last)
     val_batches = DeviceBatches(val_data, cfg.eval_batch_size, proc.device, rank=proc.rank, world_size=proc.world,
@@ -717,8 +722,13 @@ class _Loop:
 
     def train_step(self, xb: torch.Tensor, yb: torch.Tensor) -> None:
         """One optimiser step on a batch (mixed if mixup/cutmix), then the
-        window's accumulators; no host sync."""
+        window's accumulators; no host sync. First the step's regularization
+        (:func:`~operad.experiments.regularization.step_regularization`):
+        DropBlock's scheduled rate, DisturbLabel's labels and TSLA's label
+        smoothing, all functions of the config and ``(seed, step)``."""
         cfg, model, o = self.cfg, self.model, self.optim
+        yb, smoothing = step_regularization(cfg, model, yb, self.step, self.data.total, self.data.spe,
+                                            self.data.train.num_classes)
         if self.mixing:
             rng = np.random.default_rng((cfg.seed, self.step, self.proc.rank))
             xb, ya, yb2, lam = mix_batch(xb, yb, rng, cfg.mixup, cfg.cutmix,
@@ -728,9 +738,9 @@ class _Loop:
             if self.data.seg and out.shape[-2:] != yb.shape[-2:]:
                 out = F.interpolate(out, size=yb.shape[-2:], mode="bilinear", align_corners=False)
             if self.mixing:
-                loss = mixed_loss(out.float(), ya, yb2, lam, cfg.label_smoothing)
+                loss = mixed_loss(out.float(), ya, yb2, lam, smoothing)
             else:
-                loss = F.cross_entropy(out.float(), yb, label_smoothing=cfg.label_smoothing, ignore_index=self.ignore)
+                loss = F.cross_entropy(out.float(), yb, label_smoothing=smoothing, ignore_index=self.ignore)
         o.opt.zero_grad(set_to_none=True)
         if o.scaler is not None:
             o.scaler.scale(loss).backward()
@@ -906,10 +916,12 @@ def _finish(cfg: Config, proc: _Process, data: _Data, model: nn.Module, loop: _L
 
 def _write_final_files(cfg: Config, data: _Data, model: nn.Module, optim: _Optimisation, run_dir: str,
                        src: Dict[str, Any]) -> None:
-    """``final.pt`` (weights, EMA, config, classes), ``eval.json``, the confusion matrix and curves."""
+    """``final.pt`` (weights, EMA, config, classes), ``final.safetensors``, ``eval.json``, the confusion matrix and curves."""
     final_sd = {"model": model.state_dict(), "ema": optim.ema.state_dict() if optim.ema is not None else None,
                 "config": cfg.to_dict(), "classes": list(data.train.classes)}
     save_checkpoint(os.path.join(run_dir, "final.pt"), final_sd)
+    save_safetensors(optim.ema.module if optim.ema is not None else model,  # the evaluated weights
+                     os.path.join(run_dir, "final.safetensors"))
     from operad.experiments.plots import plot_confusion, plot_run
 
     with open(os.path.join(run_dir, "eval.json"), "w") as f:

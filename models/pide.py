@@ -12,6 +12,12 @@ segmentation network.
 ``"grid_inverse"`` the grid pseudo-inverse ``(-Delta_h)^-s``
 =================  ==================================================================
 
+``normalize`` picks how the feature-space kernels are normalised (the grid kinds ignore
+it): ``"rows"`` (the default of every registered network) divides each row by its sum, a
+weighted average over the keys; ``"paper"`` is the paper's ``c(n, s) k(d_ij) / M`` with the
+fractional Laplacian's constant ``c(n, s) = 4^s Gamma(n/2+s) / (pi^(n/2) |Gamma(-s)|)``
+(or the Riesz potential's). ``create_model("pide_net", normalize="paper")``.
+
     >>> from operad.models import create_model
     >>> create_model("pide_net").out_type
     Field(10, rank=0)
@@ -31,14 +37,25 @@ NONLOCAL_KINDS = ("fractional", "weighted", "inverse", "grid", "grid_inverse")
 _STEP = {"fractional": 0.5, "weighted": 0.5, "inverse": 0.5, "grid": 0.25, "grid_inverse": 0.25}
 
 
-def make_nonlocal(kind: str = "fractional", order: float = 0.5, pool: int = 2) -> Term:
-    """The nonlocal operator F of a block, by name (see the module table)."""
+NORMALIZE = {"rows": "rows", "paper": "n"}
+
+
+def make_nonlocal(kind: str = "fractional", order: float = 0.5, pool: int = 2, normalize: str = "rows") -> Term:
+    """The nonlocal operator F of a block, by name (see the module table); ``normalize`` is
+    ``"rows"`` or ``"paper"`` (``c(n, s) / M``) for the feature-space kinds.
+
+    >>> make_nonlocal("fractional", normalize="paper").normalize
+    'n'
+    """
+    if normalize not in NORMALIZE:
+        raise ValueError(f"normalize must be one of {sorted(NORMALIZE)}; got {normalize!r}")
+    norm = NORMALIZE[normalize]
     if kind == "fractional":
-        return ops.fractional_laplacian(order, space="feature", pool=pool, normalize="rows", eps=0.1)
+        return ops.fractional_laplacian(order, space="feature", pool=pool, normalize=norm, eps=0.1)
     if kind == "weighted":
-        return ops.weighted_laplacian(kernel="gaussian", pool=pool)
+        return ops.weighted_laplacian(kernel="gaussian", pool=pool, normalize=norm)
     if kind == "inverse":
-        return ops.inverse_fractional_laplacian(order, space="feature", pool=pool, normalize="rows", eps=0.1)
+        return ops.inverse_fractional_laplacian(order, space="feature", pool=pool, normalize=norm, eps=0.1)
     if kind == "grid":
         return ops.fractional_laplacian(order, learn_order=0 < order < 1)
     if kind == "grid_inverse":
@@ -46,8 +63,9 @@ def make_nonlocal(kind: str = "fractional", order: float = 0.5, pool: int = 2) -
     raise ValueError(f"nonlocal must be one of {NONLOCAL_KINDS}; got {kind!r}")
 
 
-def _nonlocal_block(width: int, kind: str, order: float, pool: int, h: Optional[float]) -> Term:
-    return ops.nonlocal_block(make_nonlocal(kind, order, pool), width, _STEP[kind] if h is None else h)
+def _nonlocal_block(width: int, kind: str, order: float, pool: int, h: Optional[float],
+                    normalize: str = "rows") -> Term:
+    return ops.nonlocal_block(make_nonlocal(kind, order, pool, normalize), width, _STEP[kind] if h is None else h)
 
 
 def local_block(width: int) -> Term:
@@ -76,7 +94,7 @@ def _chain(items: Sequence[Term]) -> Term:
 
 def pide_classifier(num_classes: int = 10, in_chans: int = 3, widths: Sequence[int] = (32, 64, 112),
                     blocks: int = 2, nonlocal_: Optional[str] = "fractional", order: float = 0.5, pool: int = 2,
-                    h: Optional[float] = None, features_only: bool = False) -> Term:
+                    h: Optional[float] = None, features_only: bool = False, normalize: str = "rows") -> Term:
     """Stem (3x3 conv, BN, ReLU), then per width a unit: a stride-2 transition (after the first),
     ``blocks`` residual blocks and one nonlocal block (a local block when ``nonlocal_`` is None);
     global pooling and a linear classifier."""
@@ -84,7 +102,7 @@ def pide_classifier(num_classes: int = 10, in_chans: int = 3, widths: Sequence[i
     for i, w in enumerate(widths):
         unit = [_conv_bn(w, stride=2)] if i > 0 else []
         unit += [_res_block(w) for _ in range(blocks)]
-        unit.append(local_block(w) if nonlocal_ is None else _nonlocal_block(w, nonlocal_, order, pool, h))
+        unit.append(local_block(w) if nonlocal_ is None else _nonlocal_block(w, nonlocal_, order, pool, h, normalize))
         items.append(_chain(unit).named(f"unit{i + 1}"))
     if not features_only:
         items.append((ops.global_pool() >> ops.linear(num_classes)).named("head"))
@@ -93,9 +111,10 @@ def pide_classifier(num_classes: int = 10, in_chans: int = 3, widths: Sequence[i
 
 @register_model(tags=("pide", "nonlocal"))
 def pide_net(num_classes: int = 10, in_chans: int = 3, blocks: int = 2, nonlocal_op: str = "fractional",
-             order: float = 0.5, pool: int = 2, h: Optional[float] = None) -> Term:
+             order: float = 0.5, pool: int = 2, h: Optional[float] = None, normalize: str = "rows") -> Term:
     """The paper's classification network: widths 32, 64, 112, one nonlocal block per unit."""
-    return pide_classifier(num_classes, in_chans, (32, 64, 112), blocks, nonlocal_op, order, pool, h)
+    return pide_classifier(num_classes, in_chans, (32, 64, 112), blocks, nonlocal_op, order, pool, h,
+                           normalize=normalize)
 
 
 @register_model(tags=("pide", "nonlocal"))
@@ -113,14 +132,14 @@ def pide_local(num_classes: int = 10, in_chans: int = 3, blocks: int = 2) -> Ter
 
 
 def _nonlocal_resnet(depth: int, num_classes: int, in_chans: int, kind: str, order: float, pool: int,
-                     h: Optional[float]) -> Term:
+                     h: Optional[float], normalize: str = "rows") -> Term:
     from .resnet import cifar_resnet
     net = cifar_resnet(depth, num_classes=num_classes, in_chans=in_chans)
     widths = (16, 32, 64)
     items, i = [], 0
     for it in (net.items if isinstance(net, Seq) else (net,)):
         if isinstance(it, Named) and it.name.startswith("stage"):
-            it = Named(it.inner >> _nonlocal_block(widths[i], kind, order, pool, h), it.name)
+            it = Named(it.inner >> _nonlocal_block(widths[i], kind, order, pool, h, normalize), it.name)
             i += 1
         items.append(it)
     return _chain(items)
@@ -128,28 +147,31 @@ def _nonlocal_resnet(depth: int, num_classes: int, in_chans: int, kind: str, ord
 
 @register_model(tags=("pide", "nonlocal"))
 def nonlocal_resnet20(num_classes: int = 10, in_chans: int = 3, nonlocal_op: str = "fractional",
-                      order: float = 0.5, pool: int = 2, h: Optional[float] = None) -> Term:
+                      order: float = 0.5, pool: int = 2, h: Optional[float] = None,
+                      normalize: str = "rows") -> Term:
     """ResNet-20 (CIFAR) with one nonlocal block at the end of each stage."""
-    return _nonlocal_resnet(20, num_classes, in_chans, nonlocal_op, order, pool, h)
+    return _nonlocal_resnet(20, num_classes, in_chans, nonlocal_op, order, pool, h, normalize)
 
 
 @register_model(tags=("pide", "nonlocal"))
 def nonlocal_resnet56(num_classes: int = 10, in_chans: int = 3, nonlocal_op: str = "fractional",
-                      order: float = 0.5, pool: int = 2, h: Optional[float] = None) -> Term:
+                      order: float = 0.5, pool: int = 2, h: Optional[float] = None,
+                      normalize: str = "rows") -> Term:
     """ResNet-56 (CIFAR) with one nonlocal block at the end of each stage."""
-    return _nonlocal_resnet(56, num_classes, in_chans, nonlocal_op, order, pool, h)
+    return _nonlocal_resnet(56, num_classes, in_chans, nonlocal_op, order, pool, h, normalize)
 
 
 @register_model(input_size=(3, 360, 480), task="segmentation", tags=("pide", "nonlocal", "segmentation"))
 def pide_seg(num_classes: int = 11, in_chans: int = 3, widths: Sequence[int] = (32, 64, 112),
-             nonlocal_op: str = "grid", order: float = 0.5, pool: int = 4, h: Optional[float] = None) -> Term:
+             nonlocal_op: str = "grid", order: float = 0.5, pool: int = 4, h: Optional[float] = None,
+             normalize: str = "rows") -> Term:
     """Segmentation (CamVid: 11 classes, void 11 ignored by the loss): an encoder at output
     stride 8 (stride-2 stem, then two stride-2 units, each with a residual block and a nonlocal
     block; the grid FFT operator by default, whose cost grows as N log N at 360x480), an FCN
     decoder head (3x3 conv, BN, ReLU, 1x1 classifier) and bilinear resizing to the input."""
     items = [(_conv_bn(widths[0], stride=2) >> _conv_bn(widths[0])).named("stem")]
     for i, w in enumerate(widths[1:]):
-        unit = _conv_bn(w, stride=2) >> _res_block(w) >> _nonlocal_block(w, nonlocal_op, order, pool, h)
+        unit = _conv_bn(w, stride=2) >> _res_block(w) >> _nonlocal_block(w, nonlocal_op, order, pool, h, normalize)
         items.append(unit.named(f"unit{i + 1}"))
     trunk = _chain(items)
     head = _conv_bn(widths[-1] // 2) >> ops.conv(num_classes, k=1)

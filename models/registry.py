@@ -25,6 +25,7 @@ from typing import Callable, Dict, List, Optional
 from torch import nn
 
 from ..operators.activation import ACTIVATIONS
+from ..operators.algebra.errors import OpArgTypeError, UnknownName
 from ..operators.algebra.field import Field
 from ..operators.rewrites import substitute
 from ..operators.algebra.term import Term
@@ -68,7 +69,7 @@ def _entry(name: str) -> ModelEntry:
     if name not in MODELS:
         close = difflib.get_close_matches(name, list(MODELS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint} (operad.models.list_models() lists them)")
+        raise UnknownName(f"unknown model {name!r}{hint} (operad.models.list_models() lists them)")
     return MODELS[name]
 
 
@@ -84,7 +85,7 @@ def model_term(name: str, **kwargs) -> Term:
         valid = [p for p in sig.parameters] + list(_ROLES)
         close = difflib.get_close_matches(unknown[0], valid, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise TypeError(f"model {name!r} has no option {unknown[0]!r}{hint} (options: {', '.join(valid)})")
+        raise OpArgTypeError(f"model {name!r} has no option {unknown[0]!r}{hint} (options: {', '.join(valid)})")
     term = entry.fn(**kwargs)
     for role, repl in roles.items():
         term = substitute(term, _ROLES[role], repl)
@@ -92,14 +93,26 @@ def model_term(name: str, **kwargs) -> Term:
 
 
 def create_model(name: str, num_classes: Optional[int] = None, in_chans: Optional[int] = None,
-                 **overrides) -> nn.Module:
+                 checkpoint_path: Optional[str] = None, **overrides) -> nn.Module:
     """Build a registered model: its term, bound to ``Field(in_chans)``.
+
+    timm's conventions: ``checkpoint_path`` loads a ``.safetensors`` or ``.pt`` file (names and
+    shapes checked); ``features_only=True, out_indices=(...)`` returns a feature pyramid
+    (:func:`operad.models.features.create_features`; without ``out_indices`` the trunk alone);
+    the model has ``default_cfg``, ``feature_info``, ``forward_features``, ``forward_head``,
+    ``reset_classifier`` and ``get_classifier`` (:mod:`operad.models.hub`).
 
     >>> from operad.models import create_model, list_models
     >>> 'resnet20' in list_models('resnet*') or True
     True
     """
     entry = _entry(name)
+    if overrides.get("features_only") and overrides.get("out_indices") is not None:
+        from .hub import create_pyramid
+
+        return create_pyramid(name, in_chans, checkpoint_path, **overrides)
+    overrides.pop("out_indices", None)
+    create_kwargs = dict(overrides)
     sig = inspect.signature(entry.fn).parameters
     if num_classes is not None:
         overrides["num_classes"] = num_classes
@@ -110,12 +123,25 @@ def create_model(name: str, num_classes: Optional[int] = None, in_chans: Optiona
     model = term.bind(Field(chans))
     model.model_name = name
     model.default_input_size = (chans,) + tuple(entry.input_size[1:])
-    return model
+    from .hub import attach_timm, load_weights
+
+    n = overrides.get("num_classes", sig["num_classes"].default if "num_classes" in sig else None)
+    attach_timm(model, entry, None if overrides.get("features_only") else n, chans, create_kwargs)
+    return load_weights(model, checkpoint_path) if checkpoint_path else model
 
 
-def list_models(pattern: str = "*") -> List[str]:
-    """Registered model names matching a glob pattern, sorted."""
-    return sorted(n for n in MODELS if fnmatch.fnmatch(n, pattern))
+def list_models(pattern: str = "*", tags=None, exclude_filters=()) -> List[str]:
+    """Registered model names matching a glob pattern (or a list of them), sorted; ``tags``
+    keeps models carrying all the given tags, ``exclude_filters`` drops glob matches.
+
+    >>> list_models("resnet*", tags="cifar")[:2]
+    ['resnet110', 'resnet20']
+    """
+    pats = [pattern] if isinstance(pattern, str) else list(pattern)
+    want = {tags} if isinstance(tags, str) else set(tags or ())
+    excl = [exclude_filters] if isinstance(exclude_filters, str) else list(exclude_filters)
+    return sorted(n for n, e in MODELS.items() if any(fnmatch.fnmatch(n, p) for p in pats)
+                  and want <= set(e.tags) and not any(fnmatch.fnmatch(n, x) for x in excl))
 
 
 def model_info(name: str) -> ModelEntry:

@@ -132,7 +132,8 @@ def _head(num_classes: int, pre: Optional[Term], drop: float) -> Term:
 def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: Sequence[int] = (16, 32, 64),
                  block: Block = basic_block, act: Act = ops.relu, stem: Optional[Term] = None,
                  pre_head: Optional[Term] = None, drop: float = 0.0, features_only: bool = False,
-                 blocks_per_stage: Optional[int] = None) -> Term:
+                 blocks_per_stage: Optional[int] = None, drop_path: float = 0.0, drop_block: float = 0.0,
+                 drop_block_size: int = 3) -> Term:
     """A CIFAR ResNet of ``depth = 6n + 2`` (2 layers per block, n blocks per stage).
 
     ``stem`` defaults to ``conv_bn(widths[0], 3, 1, act)``; stage i (named
@@ -140,6 +141,10 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: S
     2 on the first block of every stage after the first. ``pre_head`` (e.g.
     ``bn() >> relu()`` for pre-activation nets) runs before global pooling.
     ``blocks_per_stage`` overrides n (for blocks that are not two layers deep).
+    ``drop_path`` is stochastic depth with the linear decay rule: the l-th of
+    L residuals drops its body with probability ``drop_path * l / L``.
+    ``drop_block = p`` appends ``drop_block(drop_block_size, p)`` to the last
+    two stages (as Ghiasi et al. 2018 do to ResNet-50's groups 3 and 4).
 
     >>> cifar_resnet(20).bind(Field(3)).stage2[0].out_type
     Field(32)
@@ -153,10 +158,19 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: S
     c = stem._infer(Field(in_chans)).channels
     for i, w in enumerate(widths):
         st, c = _stage(block, c, w, 1 if i == 0 else 2, blocks_per_stage)
+        if drop_block and i >= len(widths) - 2:
+            st = st >> ops.drop_block(drop_block_size, drop_block)
         items.append(st.named(f"stage{i + 1}"))
     if not features_only:
         items.append(_head(num_classes, pre_head, drop).named("head"))
-    return chain(items)
+    return _drop_path(chain(items), drop_path)
+
+
+def _drop_path(term: Term, p: float) -> Term:
+    if not p:
+        return term
+    from ..operators.regularize import linear_drop_path
+    return linear_drop_path(term, p)
 
 
 def cifar_resnet_cost(n=None, width=None, size=(32, 32), num_classes: int = 10, block: Block = basic_block):
@@ -199,11 +213,12 @@ def imagenet_stem(width: int = 64, act: Act = ops.relu) -> Term:
 def resnet(layers: Sequence[int], num_classes: int = 1000, in_chans: int = 3, block: Block = None,
            widths: Sequence[int] = (64, 128, 256, 512), act: Act = ops.relu, stem: Optional[Term] = None,
            stem_width: int = 64, pre_head: Optional[Term] = None, drop: float = 0.0,
-           features_only: bool = False, max_pool: bool = True) -> Term:
+           features_only: bool = False, max_pool: bool = True, drop_path: float = 0.0) -> Term:
     """An ImageNet-style ResNet: ``stem`` (7x7/2 conv-BN-act, stride 2), then
     stage i with ``layers[i]`` blocks ``block(cin, widths[i], stride)`` (stage1
     opens with a 3x3/2 max pool; stages 2.. stride 2 on their first block).
     ``block`` defaults to the basic block with 1x1-conv shortcuts.
+    ``drop_path``: stochastic depth with the linear decay rule, as in :func:`cifar_resnet`.
 
     >>> resnet((2, 2, 2, 2)).bind(Field(3)).out_type
     Field(1000, rank=0)
@@ -221,15 +236,17 @@ def resnet(layers: Sequence[int], num_classes: int = 1000, in_chans: int = 3, bl
         c = c2
     if not features_only:
         items.append(_head(num_classes, pre_head, drop).named("head"))
-    return chain(items)
+    return _drop_path(chain(items), drop_path)
 
 
 # ---------------------------------------------------------------------------
 # Registered networks
 # ---------------------------------------------------------------------------
 def _cifar(depth):
-    def fn(num_classes: int = 10, in_chans: int = 3, features_only: bool = False, drop: float = 0.0) -> Term:
-        return cifar_resnet(depth, num_classes, in_chans, features_only=features_only, drop=drop)
+    def fn(num_classes: int = 10, in_chans: int = 3, features_only: bool = False, drop: float = 0.0,
+           drop_path: float = 0.0, drop_block: float = 0.0, drop_block_size: int = 3) -> Term:
+        return cifar_resnet(depth, num_classes, in_chans, features_only=features_only, drop=drop,
+                            drop_path=drop_path, drop_block=drop_block, drop_block_size=drop_block_size)
     fn.__name__ = f"resnet{depth}"
     fn.__qualname__ = fn.__name__
     fn.__doc__ = (f"ResNet-{depth} for CIFAR (He et al. 2016): widths 16/32/64, "
@@ -241,9 +258,10 @@ resnet20, resnet32, resnet44, resnet56, resnet110 = (_cifar(d) for d in (20, 32,
 
 
 def _preact_cifar(depth):
-    def fn(num_classes: int = 10, in_chans: int = 3, features_only: bool = False) -> Term:
+    def fn(num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
+                drop_path: float = 0.0) -> Term:
         return cifar_resnet(depth, num_classes, in_chans, block=partial(preact_block, shortcut="B"),
-                            pre_head=ops.bn() >> ops.relu(), features_only=features_only)
+                            pre_head=ops.bn() >> ops.relu(), features_only=features_only, drop_path=drop_path)
     fn.__name__ = f"preact_resnet{depth}"
     fn.__qualname__ = fn.__name__
     fn.__doc__ = f"Pre-activation ResNet-{depth} for CIFAR (He et al. 2016b), 1x1-conv shortcuts."
@@ -256,26 +274,32 @@ _IMNET = dict(input_size=(3, 224, 224), tags=("resnet", "imagenet"))
 
 
 @register_model(**_IMNET)
-def resnet18(num_classes: int = 1000, in_chans: int = 3, features_only: bool = False) -> Term:
+def resnet18(num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
+                drop_path: float = 0.0) -> Term:
     """ResNet-18 (torchvision layout): basic blocks (2, 2, 2, 2), 11.69M parameters."""
-    return resnet((2, 2, 2, 2), num_classes, in_chans, features_only=features_only)
+    return resnet((2, 2, 2, 2), num_classes, in_chans, features_only=features_only, drop_path=drop_path)
 
 
 @register_model(**_IMNET)
-def resnet34(num_classes: int = 1000, in_chans: int = 3, features_only: bool = False) -> Term:
+def resnet34(num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
+                drop_path: float = 0.0) -> Term:
     """ResNet-34 (torchvision layout): basic blocks (3, 4, 6, 3), 21.80M parameters."""
-    return resnet((3, 4, 6, 3), num_classes, in_chans, features_only=features_only)
+    return resnet((3, 4, 6, 3), num_classes, in_chans, features_only=features_only, drop_path=drop_path)
 
 
 @register_model(**_IMNET)
-def resnet50(num_classes: int = 1000, in_chans: int = 3, features_only: bool = False) -> Term:
+def resnet50(num_classes: int = 1000, in_chans: int = 3, features_only: bool = False,
+                drop_path: float = 0.0) -> Term:
     """ResNet-50 (torchvision v1.5 layout): bottlenecks (3, 4, 6, 3), 25.56M parameters."""
-    return resnet((3, 4, 6, 3), num_classes, in_chans, block=bottleneck, features_only=features_only)
+    return resnet((3, 4, 6, 3), num_classes, in_chans, block=bottleneck, features_only=features_only,
+                  drop_path=drop_path)
 
 
 @register_model(input_size=(3, 32, 32), tags=("resnet", "preact", "cifar"))
-def preact_resnet18(num_classes: int = 10, in_chans: int = 3, features_only: bool = False) -> Term:
+def preact_resnet18(num_classes: int = 10, in_chans: int = 3, features_only: bool = False,
+                drop_path: float = 0.0) -> Term:
     """Pre-activation ResNet-18 for 32x32 inputs (3x3 stem, widths 64..512, as in the
     common CIFAR setup of He et al. 2016b / Zhang et al. mixup): 11.17M parameters."""
     return resnet((2, 2, 2, 2), num_classes, in_chans, block=preact_block, stem=ops.conv(64, k=3, bias=False),
-                  pre_head=ops.bn() >> ops.relu(), features_only=features_only, max_pool=False)
+                  pre_head=ops.bn() >> ops.relu(), features_only=features_only, max_pool=False,
+                  drop_path=drop_path)

@@ -1,7 +1,11 @@
 """Point-wise activations: ``relu``, ``relu6``, ``gelu``, ``silu``, ``sigmoid``,
 ``tanh``, ``hardswish``, ``hardsigmoid``, ``leaky_relu``.
 
-Each carries its exact Lipschitz constant (the supremum of its derivative).
+Each carries its exact Lipschitz constant (the supremum of its derivative),
+whether its output is non-negative whatever the input (``relu``, ``relu6``,
+``sigmoid``, ``hardsigmoid``), and whether it is the identity on non-negative
+inputs (``relu``, ``leaky_relu``), which is what ``remove_residuals`` needs to
+carry a block's input through it.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from torch import nn
 
 from .algebra.term import ALL_TRANSFORMS, POINTWISE, Term, op, register_family
 
-__all__ = ["Activation", "ACTIVATIONS"]
+__all__ = ["Activation", "ACTIVATIONS", "NONNEGATIVE", "IDENTITY_ON_NONNEGATIVE"]
 
 # name -> (module factory, Lipschitz constant = sup |f'|)
 ACTIVATIONS = {
@@ -26,6 +30,10 @@ ACTIVATIONS = {
     "hardsigmoid": (nn.Hardsigmoid, 1.0 / 6.0),
     "leaky_relu": (nn.LeakyReLU, 1.0),
 }
+#: activations whose output is >= 0 for every input
+NONNEGATIVE = frozenset({"relu", "relu6", "sigmoid", "hardsigmoid"})
+#: activations with f(x) = x for every x >= 0
+IDENTITY_ON_NONNEGATIVE = frozenset({"relu", "leaky_relu"})
 
 
 def _examples(draw):
@@ -59,6 +67,14 @@ class Activation(Term):
 
     def lipschitz_bound(self, m, size=None):
         return ACTIVATIONS[self.fn][1]
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self.fn in NONNEGATIVE or (input_nonnegative and self.fn in IDENTITY_ON_NONNEGATIVE)
+
+    @property
+    def identity_on_nonnegative(self) -> bool:
+        """``f(x) = x`` for ``x >= 0`` (ReLU, leaky ReLU; not ReLU6, which clips at 6)."""
+        return self.fn in IDENTITY_ON_NONNEGATIVE
 
     def build(self, t):
         return ACTIVATIONS[self.fn][0]()

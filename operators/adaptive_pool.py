@@ -103,4 +103,4 @@ def adaptive_pool(size: Union[int, Tuple[int, int]], kind: str = "avg") -> Adapt
     >>> ops.adaptive_pool(6).out_size(Field(256), (13, 9))
     (6, 6)
     """
-    return AdaptivePool((size, size) if isinstance(size, int) else tuple(size), kind)
+    return AdaptivePool(tuple(size) if isinstance(size, (tuple, list)) else (size, size), kind)

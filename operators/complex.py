@@ -159,6 +159,9 @@ class Modulus(Term):
         _require_complex(self, t)
         return Field(t.channels)
 
+    def nonnegative(self, t, input_nonnegative=False):
+        return True
+
     def equivariance(self, t):
         # a flip maps order m to -m, an action operad does not define on ordered fields
         return ALL_TRANSFORMS - {"flip"} if _ordered(t) else ALL_TRANSFORMS

@@ -8,11 +8,13 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import nn
 
-from .algebra.util import check_conv_args, floordiv, pair, spectral_norm, windows_per_pixel
+from .algebra.util import (check_channels, check_choice, check_conv_args, check_int, floordiv, is_int, pair,
+                           spectral_norm, windows_per_pixel)
+from .algebra.errors import OpArgError
 from .algebra.field import Channels, Field
 from .algebra.term import ALL_TRANSFORMS, Cost, Term, op, register_family
 
-__all__ = ["Conv", "conv", "depthwise", "pointwise", "conv_out_size", "INITS"]
+__all__ = ["Conv", "conv", "depthwise", "pointwise", "conv_out_size", "circular_spectral_norm", "INITS"]
 
 #: weight initialisations of ``conv``: He normal (fan out), or "dirac": PyTorch's
 #: default uniform init with the first filters of each group set to the identity
@@ -23,6 +25,32 @@ INITS = ("kaiming", "dirac")
 def conv_out_size(n, k: int, stride: int, dilation: int, pad_total):
     """Output length of a convolution along one axis (ints or sympy)."""
     return floordiv(n + pad_total - dilation * (k - 1) - 1, stride) + 1
+
+
+def circular_spectral_norm(weight: torch.Tensor, size: Tuple[int, int], groups: int = 1, dilation: int = 1,
+                           pad_before: Tuple[int, int] = None) -> float:
+    """The exact l2 operator norm of a stride-1 circular convolution on an ``size`` grid.
+
+    A circular convolution is diagonalised by the 2-D DFT: at each frequency it acts as the
+    ``C_out x C_in`` matrix ``K(f) = sum_t w[:, :, t] e^{-2 pi i <f, t>}`` (taps ``t`` wrapped
+    onto the grid, so kernels larger than the grid alias correctly), and its singular values
+    are those of the ``K(f)``. The norm is the largest over frequencies and groups.
+    ``pad_before`` is the circular padding before the first row / column (default: half the
+    dilated kernel); it only shifts the output, which changes no singular value.
+
+    >>> w = torch.zeros(1, 1, 3, 3); w[0, 0, 1, :] = 1.0      # a horizontal box filter
+    >>> round(circular_spectral_norm(w, (8, 8)), 6)           # |1 + 2 cos(2 pi f / 8)| peaks at 3
+    3.0
+    """
+    h, wd = size
+    out, cin_g, kh, kw = weight.shape
+    w = weight.detach().to(torch.float64).reshape(groups, out // groups, cin_g, kh, kw)
+    grid = w.new_zeros(groups, out // groups, cin_g, h, wd)
+    for u in range(kh):
+        for v in range(kw):
+            grid[..., (u * dilation) % h, (v * dilation) % wd] += w[..., u, v]
+    k = torch.fft.fft2(grid).permute(0, 3, 4, 1, 2)          # groups, H, W, out/g, in/g
+    return float(torch.linalg.svdvals(k).amax()) if k.numel() else 0.0
 
 
 def _examples(draw):
@@ -65,8 +93,11 @@ class Conv(Term):
 
     def __post_init__(self):
         check_conv_args("conv", self.k, self.stride, self.dilation, self.padding, self.padding_mode)
-        if self.init not in INITS:
-            raise ValueError(f"conv init must be one of {', '.join(INITS)}; got {self.init!r}")
+        check_channels("conv", "out", self.out, none_ok=True)
+        check_int("conv", "groups", self.groups, lo=0)
+        if is_int(self.out) and self.groups > 0 and self.out % self.groups:
+            raise OpArgError(f"conv out={self.out} must be divisible by groups={self.groups}")
+        check_choice("conv", "init", self.init, INITS)
 
     # -- shape -----------------------------------------------------------------
     def _groups(self, t: Field):
@@ -94,7 +125,7 @@ class Conv(Term):
         if isinstance(t.channels, int) and t.channels % g:
             self.reject(f"input channels divisible by groups={g}", t)
         if isinstance(out, int) and isinstance(g, int) and out % g:
-            raise ValueError(f"conv out={out} must be divisible by groups={g}")
+            self.reject(f"out channels divisible by groups={g} (out={out})", t)
         return Field(out)
 
     def out_size(self, t, size):
@@ -124,12 +155,28 @@ class Conv(Term):
             return frozenset({"shift"})
         return frozenset()
 
+    def _circular(self, size) -> bool:
+        """Whether the bound module is a circular convolution (strided: subsampled) on ``size``:
+        circular padding of exactly the dilated kernel's extent, and a concrete size."""
+        if self.padding_mode != "circular" or size is None or not all(isinstance(n, int) for n in size):
+            return False
+        (ph, pw), _ = self._pads()
+        kh, kw = pair(self.k)
+        return (ph, pw) == (self.dilation * (kh - 1), self.dilation * (kw - 1)) and (ph + 1) // 2 <= size[0] \
+            and (pw + 1) // 2 <= size[1]
+
     def lipschitz_bound(self, m, size=None):
+        """``sqrt(windows per pixel) * ||W||_2`` in general; with circular padding and a known
+        size the exact norm from the FFT (:func:`circular_spectral_norm`; a stride subsamples
+        the output, so it bounds the strided convolution too), whichever is smaller."""
         overlap = windows_per_pixel(self.k, self.stride, self.dilation)
         w = m.weight
         g = m.groups
         norms = [spectral_norm(wg) for wg in w.chunk(g, dim=0)]
-        return max(norms) * math.sqrt(overlap)
+        bound = max(norms) * math.sqrt(overlap)
+        if self._circular(size):
+            bound = min(bound, circular_spectral_norm(w, size, g, self.dilation))
+        return bound
 
     def build(self, t):
         (ph, pw), torch_same = self._pads()
@@ -182,6 +229,7 @@ def depthwise(k=3, stride: int = 1, multiplier: int = 1, dilation: int = 1, bias
     >>> ops.depthwise(3).bind(Field(8)).weight.shape
     torch.Size([8, 1, 3, 3])
     """
+    check_int("depthwise", "multiplier", multiplier)
     if multiplier == 1:
         return Conv(None, k, stride, dilation, 0, bias, padding, padding_mode)
     return _DepthwiseMultiplier(k, stride, multiplier, dilation, bias, padding, padding_mode)
@@ -205,6 +253,7 @@ class _DepthwiseMultiplier(Conv):
     multiplier: int = 1
 
     def __init__(self, k, stride, multiplier, dilation, bias, padding, padding_mode):
+        check_int("depthwise", "multiplier", multiplier)
         object.__setattr__(self, "multiplier", multiplier)
         Conv.__init__(self, None, k, stride, dilation, 0, bias, padding, padding_mode)
 

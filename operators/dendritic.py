@@ -30,11 +30,17 @@ Implementation (``impl``):
   the reference and for the memory benchmark
   (``python -m operad.experiments.bench.dendritic``).
 
-Measured (``bench_dendritic``, 2 CPU threads, B16 C16->16 16x16, k=3): autograd
-keeps 72 MiB for the naive form and 2.3 MiB for the fused one (31x less), at
-1.7x the naive form's forward+backward time (the backward recomputes); both are
-memory-bound element-wise work, about 1000x a ``conv(relu(x))`` on a CPU.
-The fused form is the default; ``impl="naive"`` is faster where memory is ample.
+What ``python -m operad.experiments.bench.dendritic --threads 1`` printed (B16
+C16->16 16x16, k=3; forms timed in alternation; a 2-core machine shared by other
+jobs, load average 9): autograd keeps 72.0 MiB for the naive form and 2.3 MiB for
+the fused one (31x less); at this size one chunk holds the whole per-connection
+tensor, so the largest transient is 36 MiB for both. Forward+backward: naive
+690 ms, fused 1361 ms (2.0x the naive form: the backward recomputes), against
+7.9 ms for ``conv(relu(x))`` (87x and 172x). At B16 C32->32 8x8: 72.0 / 1.2 MiB
+saved, 768 / 1456 ms against 1.5 ms. Times on a loaded machine move a lot (with
+two threads the same run timed the baseline itself at 516 ms); the memory figures
+do not. The fused form is the default; ``impl="naive"`` is faster where memory
+is ample.
 
 Under ``torch.compile`` and inside ``torch.func`` transforms (the Lipschitz
 power iteration uses ``jvp``) the fused form runs the same chunks under plain
@@ -211,6 +217,7 @@ class DendriticLinear(Term):
     bias: bool = False
     impl: str = "fused"
     bias_init: float = 0.0
+    _arg_rules = {"bias_init": "[0, inf)"}  # a standard deviation
     _positional = ("out",)
 
     def __post_init__(self):
@@ -305,6 +312,7 @@ class DendriticConv(Term):
     padding_mode: str = "zeros"
     impl: str = "fused"
     bias_init: float = 0.0
+    _arg_rules = {"bias_init": "[0, inf)"}  # a standard deviation
     _positional = ("out",)
 
     def __post_init__(self):

@@ -57,7 +57,7 @@ def _gexamples(draw):
     out = draw(st.integers(1, 8))
     return (ghost(out, ratio=draw(st.sampled_from([2, 3])), k=draw(st.sampled_from([1, 3])),
                   dw=draw(st.sampled_from([1, 3])), stride=draw(st.sampled_from([1, 1, 2])),
-                  relu=draw(st.booleans())),
+                  relu=draw(st.booleans()), padding_mode=draw(st.sampled_from(["zeros", "circular"]))),
             Field(draw(st.integers(1, 6))), (draw(st.integers(5, 12)), draw(st.integers(5, 12))))
 
 
@@ -70,6 +70,7 @@ class GhostModule(Macro):
     dw: int = 3
     stride: int = 1
     relu: bool = True
+    padding_mode: str = "zeros"  # "circular": commutes with circular shifts
     _positional = ("out",)
 
     def __post_init__(self):
@@ -83,8 +84,10 @@ class GhostModule(Macro):
     def expand(self, t):
         self.require_real(t)
         act = (Activation("relu"),) if self.relu else ()
-        primary = _seq(Conv(self.init, self.k, self.stride, bias=False), BatchNorm(), *act)
-        cheap = _seq(Conv(self.init * (self.ratio - 1), self.dw, groups=self.init, bias=False), BatchNorm(), *act)
+        pm = self.padding_mode
+        primary = _seq(Conv(self.init, self.k, self.stride, bias=False, padding_mode=pm), BatchNorm(), *act)
+        cheap = _seq(Conv(self.init * (self.ratio - 1), self.dw, groups=self.init, bias=False, padding_mode=pm),
+                     BatchNorm(), *act)
         body = primary >> Concat((Identity(), cheap))
         if self.init * self.ratio != self.out:
             body = body >> Narrow(self.out)
@@ -92,14 +95,15 @@ class GhostModule(Macro):
 
 
 @op("ghost")
-def ghost(out: int, ratio: int = 2, k: int = 1, dw: int = 3, stride: int = 1, relu: bool = True) -> GhostModule:
+def ghost(out: int, ratio: int = 2, k: int = 1, dw: int = 3, stride: int = 1, relu: bool = True,
+          padding_mode: str = "zeros") -> GhostModule:
     """A Ghost module to ``out`` channels (intrinsic maps by a k x k conv, ghosts by d x d depthwise).
 
     >>> from operad import ops, Field
     >>> ops.ghost(16).bind(Field(8)).out_type
     Field(16)
     """
-    return GhostModule(out, ratio, k, dw, stride, relu)
+    return GhostModule(out, ratio, k, dw, stride, relu, padding_mode)
 
 
 # ---------------------------------------------------------------------------
@@ -112,7 +116,8 @@ def _bexamples(draw):
     out = c if same else draw(st.integers(1, 6))
     stride = 1 if same else draw(st.sampled_from([1, 2]))
     return (ghost_bottleneck(out, draw(st.integers(2, 8)), k=draw(st.sampled_from([3, 5])), stride=stride,
-                             se=draw(st.sampled_from([None, 0.25]))),
+                             se=draw(st.sampled_from([None, 0.25])),
+                             padding_mode=draw(st.sampled_from(["zeros", "circular"]))),
             Field(c), (draw(st.integers(5, 12)), draw(st.integers(5, 12))))
 
 
@@ -125,35 +130,37 @@ class GhostBottleneck(Macro):
     stride: int = 1
     se: Optional[float] = None
     se_divisor: int = 4
+    padding_mode: str = "zeros"  # "circular": commutes with circular shifts (by its stride)
     _positional = ("out", "mid")
 
     def expand(self, t):
         self.require_real(t)
-        items = [GhostModule(self.mid, relu=True)]
+        pm = self.padding_mode
+        items = [GhostModule(self.mid, relu=True, padding_mode=pm)]
         if self.stride > 1:
-            items += [Conv(None, self.k, self.stride, groups=0, bias=False), BatchNorm()]
+            items += [Conv(None, self.k, self.stride, groups=0, bias=False, padding_mode=pm), BatchNorm()]
         if self.se:
             from .gate import SqueezeExcite
             items.append(SqueezeExcite(self.se, self.se_divisor, gate_fn="hardsigmoid"))
-        items.append(GhostModule(self.out, relu=False))
+        items.append(GhostModule(self.out, relu=False, padding_mode=pm))
         body = _seq(*items)
         if t.channels == self.out and self.stride == 1:
             return Residual(body)
-        short = _seq(Conv(None, self.k, self.stride, groups=0, bias=False), BatchNorm(),
+        short = _seq(Conv(None, self.k, self.stride, groups=0, bias=False, padding_mode=pm), BatchNorm(),
                      Conv(self.out, 1, bias=False), BatchNorm())
         return Residual(body, short)
 
 
 @op("ghost_bottleneck")
 def ghost_bottleneck(out: int, mid: int, k: int = 3, stride: int = 1, se: Optional[float] = None,
-                     se_divisor: int = 4) -> GhostBottleneck:
+                     se_divisor: int = 4, padding_mode: str = "zeros") -> GhostBottleneck:
     """GhostNet's bottleneck: ghost(mid) -> [dw stride] -> [SE] -> ghost(out, linear) + shortcut.
 
     >>> from operad import ops, Field
     >>> ops.ghost_bottleneck(24, 48, stride=2).bind(Field(16)).out_type
     Field(24)
     """
-    return GhostBottleneck(out, mid, k, stride, se, se_divisor)
+    return GhostBottleneck(out, mid, k, stride, se, se_divisor, padding_mode)
 
 
 # ---------------------------------------------------------------------------
@@ -186,9 +193,10 @@ def _sexamples(draw):
     from hypothesis import strategies as st
     from .activation import Activation as A
     p = draw(st.integers(2, 6))
-    blk = lambda c: Conv(c, 3, bias=False) >> BatchNorm() >> A("relu")
+    pm = draw(st.sampled_from(["zeros", "circular"]))  # circular: every part, so the stage, commutes with shifts
+    blk = lambda c: Conv(c, 3, bias=False, padding_mode=pm) >> BatchNorm() >> A("relu")
     base_stride = draw(st.sampled_from([1, 2]))
-    base = Conv(p, 3, base_stride, bias=False) >> BatchNorm() >> A("relu")
+    base = Conv(p, 3, base_stride, bias=False, padding_mode=pm) >> BatchNorm() >> A("relu")
     return (g_ghost_stage(base, blk, blk(p), n=draw(st.integers(2, 4)), cheap_ratio=draw(st.sampled_from([0.5, 0.25]))),
             Field(draw(st.integers(1, 4))), (draw(st.integers(5, 10)), draw(st.integers(5, 10))))
 

@@ -164,6 +164,7 @@ class HarmonicPool(Term):
     k: int = 2
     stride: int = 0
     kind: str = "avg"
+    _arg_rules = {"stride": "[0, inf)"}  # 0 means k
     _positional = ("k",)
 
     def __post_init__(self):

@@ -43,7 +43,8 @@ def _examples(draw):
     act = Activation(draw(st.sampled_from(["relu6", "relu", "hardswish"])))
     se = draw(st.sampled_from([None, 0.25]))
     size = (draw(st.integers(6, 12)), draw(st.integers(6, 12)))
-    return inverted_residual(out, stride, t, k=k, dilation=dilation, act=act, se=se), Field(c), size
+    mode = draw(st.sampled_from(["zeros", "circular"]))
+    return inverted_residual(out, stride, t, k=k, dilation=dilation, act=act, se=se, padding_mode=mode), Field(c), size
 
 
 @register_family("inverted_residual", examples=_examples)
@@ -57,6 +58,7 @@ class InvertedResidual(Macro):
     act: Term = Activation("relu6")
     se: Optional[float] = None
     pw_group: Optional[int] = None
+    padding_mode: str = "zeros"  # "circular": the block commutes with circular shifts (by its stride)
     _positional = ("out",)
     _sub = ("act",)
 
@@ -88,7 +90,8 @@ class InvertedResidual(Macro):
         items = []
         if self.t != 1:
             items += [Conv(hid, 1, groups=g, bias=False), BatchNorm(), self.act]
-        items += [Conv(None, self.k, self.stride, self.dilation, groups=0, bias=False), BatchNorm(), self.act]
+        items += [Conv(None, self.k, self.stride, self.dilation, groups=0, bias=False, padding_mode=self.padding_mode),
+                  BatchNorm(), self.act]
         if self.se:
             from .gate import SqueezeExcite
             items.append(SqueezeExcite(self.se))
@@ -104,7 +107,7 @@ class InvertedResidual(Macro):
 @op("inverted_residual")
 def inverted_residual(out: Channels, stride: int = 1, t: float = 6, k: int = 3, dilation: int = 1,
                       act: Optional[Term] = None, se: Optional[float] = None,
-                      pw_group: Optional[int] = None) -> InvertedResidual:
+                      pw_group: Optional[int] = None, padding_mode: str = "zeros") -> InvertedResidual:
     """MobileNetV2's inverted residual block to ``out`` channels with expansion ``t``.
 
     >>> from operad import ops, Field
@@ -112,4 +115,4 @@ def inverted_residual(out: Channels, stride: int = 1, t: float = 6, k: int = 3, 
     >>> type(m).__name__, m.out_type
     ('ResidualModule', Field(16))
     """
-    return InvertedResidual(out, stride, t, k, dilation, act or Activation("relu6"), se, pw_group)
+    return InvertedResidual(out, stride, t, k, dilation, act or Activation("relu6"), se, pw_group, padding_mode)

@@ -69,6 +69,7 @@ class Identity(Term):
     """The identity (any field)."""
 
     linear = True
+    keeps_nonnegative = True
 
     def equivariance(self, t):
         return ALL_TRANSFORMS
@@ -104,6 +105,7 @@ class Dropout(Term):
     p: float = 0.5
     _positional = ("p",)
     linear = True
+    keeps_nonnegative = True
 
     def __post_init__(self):
         if not 0.0 <= self.p < 1.0:

@@ -161,7 +161,9 @@ def _examples(draw):
     c0 = draw(st.sampled_from([2, 4]))
     c = g * draw(st.sampled_from([1, 2, 4]))
     block = draw(st.sampled_from(["basic", "inverted"]))
-    return mgic(group=g, coarsest=c0, block=block, t=2), Field(c), (draw(st.integers(4, 8)), draw(st.integers(4, 8)))
+    mode = draw(st.sampled_from(["zeros", "circular"]))
+    return (mgic(group=g, coarsest=c0, block=block, t=2, padding_mode=mode), Field(c),
+            (draw(st.integers(4, 8)), draw(st.integers(4, 8))))
 
 
 @register_family("mgic", examples=_examples)
@@ -172,6 +174,7 @@ class MGIC(Macro):
     block: str = "basic"
     t: float = 6
     pre: bool = False
+    padding_mode: str = "zeros"  # "circular": every part, so the block, commutes with circular shifts
 
     def __post_init__(self):
         if not isinstance(self.group, int) or self.group < 2 or self.group % 2:
@@ -183,9 +186,11 @@ class MGIC(Macro):
     def smoother(self, c, groups) -> Term:
         """The residual step at width c with ``groups`` groups (1 = dense)."""
         if self.block == "inverted":
-            return InvertedResidual(c, 1, self.t, pw_group=None if groups == 1 else self.group)
-        body = (Conv(c, 3, groups=groups, bias=False) >> BatchNorm() >> Activation("relu")
-                >> Conv(c, 3, groups=groups, bias=False) >> BatchNorm())
+            return InvertedResidual(c, 1, self.t, pw_group=None if groups == 1 else self.group,
+                                    padding_mode=self.padding_mode)
+        pm = self.padding_mode
+        body = (Conv(c, 3, groups=groups, bias=False, padding_mode=pm) >> BatchNorm() >> Activation("relu")
+                >> Conv(c, 3, groups=groups, bias=False, padding_mode=pm) >> BatchNorm())
         return Residual(body) >> Activation("relu")
 
     def _level(self, c):
@@ -237,7 +242,8 @@ class MGIC(Macro):
 
 
 @op("mgic")
-def mgic(group: int = 8, coarsest: int = 16, block: str = "basic", t: float = 6, pre: bool = False) -> MGIC:
+def mgic(group: int = 8, coarsest: int = 16, block: str = "basic", t: float = 6, pre: bool = False,
+         padding_mode: str = "zeros") -> MGIC:
     """An MGIC block (width kept): a V-cycle over channels with grouped convolutions
     of ``group`` channels per group, down to a dense block of at most ``coarsest`` channels.
 
@@ -245,4 +251,4 @@ def mgic(group: int = 8, coarsest: int = 16, block: str = "basic", t: float = 6,
     >>> ops.mgic(group=8, coarsest=16).bind(Field(64)).out_type
     Field(64)
     """
-    return MGIC(group, coarsest, block, t, pre)
+    return MGIC(group, coarsest, block, t, pre, padding_mode)

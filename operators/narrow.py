@@ -7,6 +7,7 @@ from typing import Optional
 from torch import nn
 
 from .algebra.field import Channels, Field
+from .algebra.util import check_channels, check_int
 from .algebra.term import ALL_TRANSFORMS, Term, op, register_family
 
 __all__ = ["Narrow", "narrow"]
@@ -69,6 +70,6 @@ def narrow(n: Channels, start: int = 0) -> Narrow:
     >>> ops.narrow(3).bind(Field(4)).out_type
     Field(3)
     """
-    if isinstance(n, int) and n < 1 or not isinstance(start, int) or start < 0:
-        raise ValueError(f"narrow needs n >= 1 and start >= 0; got n={n!r}, start={start!r}")
+    check_channels("narrow", "n", n)
+    check_int("narrow", "start", start, lo=0)
     return Narrow(n, start)

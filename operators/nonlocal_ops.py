@@ -408,7 +408,9 @@ class FeatureNonlocalModule(nn.Module):
         return w0, scale, v
 
     def _normalisation(self, rowsum: torch.Tensor, const, keys: int):
-        return 1.0 / rowsum.clamp_min(1e-12) if self.normalize == "rows" else const / keys
+        """``lam / rowsum(w0)`` (rows: a weighted average, c(n, s) cancels) or ``lam c(n, s) / M``
+        (n: the paper's quadrature of the integral over M keys)."""
+        return self.lam / rowsum.clamp_min(1e-12) if self.normalize == "rows" else const / keys
 
     def _plain_kernel(self, th, ph, v):
         """``kernel_parts`` from the embeddings, with the row sums of ``w0`` (B, N, 1)."""
@@ -544,7 +546,8 @@ def _feature_examples(draw):
     pool = draw(st.sampled_from([1, 2]))
     learn = draw(st.booleans()) and kind in ("fractional", "inverse")
     kernel = draw(st.sampled_from(["dot", "gaussian"])) if kind == "weighted" else "dot"
-    normalize = "n" if kernel == "dot" and kind == "weighted" else draw(st.sampled_from(["n", "rows"]))
+    rows_ok = not (kernel == "dot" and kind == "weighted") and kind != "inverse_log"
+    normalize = draw(st.sampled_from(["n", "rows"])) if rows_ok else "n"
     order = 1.0 if kind == "inverse_log" else draw(st.floats(0.2, 0.8))
     term = FeatureNonlocal(kind, order, learn, kernel, draw(st.sampled_from([0.5, 1.0])), pool, normalize,
                            None, 2, 0.5)
@@ -556,8 +559,14 @@ def _feature_examples(draw):
 class FeatureNonlocal(Term):
     """The paper's feature-space integral operators: embeddings ``theta``, ``phi`` (1x1 convs to
     ``embed`` = C/2 channels; keys and values max-pooled by ``pool``), distances
-    ``d_ij = sqrt(|theta(x_i) - phi(x_j)|^2 + eps^2)``, a kernel ``w_ij`` and a normalisation
-    by the number of keys M (``"n"``) or the row sums (``"rows"``).
+    ``d_ij = sqrt(|theta(x_i) - phi(x_j)|^2 + eps^2)``, a kernel ``w_ij`` and a normalisation:
+
+    * ``normalize="n"`` (the paper's): ``lam * c(n, s) * k(d_ij) / M``, the Monte Carlo
+      quadrature of the singular integral over the M keys, with its constant c(n, s)
+      (``frac_const`` / ``inv_frac_const``);
+    * ``normalize="rows"``: ``lam * k(d_ij) / sum_j k(d_ij)``, a weighted average over the keys
+      (the constant cancels; ``lam`` scales the operator). The log kernel of ``inverse_log``
+      changes sign, so its rows have no normalisation: it takes ``"n"`` only.
 
     * ``weighted``: ``lambda theta_i . phi_j`` (``kernel="dot"``) or ``lambda exp(theta_i . phi_j)``
       (``"gaussian"``; with row normalisation a softmax); output ``sum_j w_ij (x_j - x_i)``
@@ -583,6 +592,7 @@ class FeatureNonlocal(Term):
     n: int = 2
     eps: float = 1e-2
     _positional = ("kind",)
+    _arg_rules = {"eps": "-"}  # checked below: only the singular kernels need eps > 0
 
     def __post_init__(self):
         if self.kind not in _KINDS:
@@ -595,6 +605,9 @@ class FeatureNonlocal(Term):
         if self.kind == "weighted" and self.kernel == "dot" and self.normalize == "rows":
             raise ValueError("the embedded dot product can be negative, so its rows cannot be normalised: "
                              "use normalize='n' or kernel='gaussian'")
+        if self.kind == "inverse_log" and self.normalize == "rows":
+            raise ValueError("the logarithmic kernel -log(d)/(2 pi) changes sign, so its rows cannot be "
+                             "normalised: use normalize='n' (the paper's: c / M)")
         if not isinstance(self.pool, int) or self.pool < 1:
             raise ValueError(f"pool must be a positive int; got {self.pool!r}")
         if not self.eps > 0 and self.kind != "weighted":
@@ -696,6 +709,8 @@ def inverse_fractional_laplacian(order: float = 0.5, space: str = "grid", learn_
     if space == "feature":
         n = feature.get("n", 2)
         kind = "inverse_log" if order == 1 and n == 2 else "inverse"
+        if kind == "inverse_log":
+            feature.setdefault("normalize", "n")  # the log kernel changes sign: no row normalisation
         return FeatureNonlocal(kind, order, learn_order, **feature)
     if feature:
         raise TypeError(f"options {sorted(feature)} apply to space='feature' only")

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .algebra.util import spectral_norm
+from .algebra.util import check_float, spectral_norm
 from .algebra.combinators import _PROBES, lipschitz_of
 from .algebra.field import Field, TypeMismatch
 from .algebra.term import Cost, Term, _join, attach, op, register_family
@@ -100,8 +100,7 @@ class PdeStep(Term):
     def __post_init__(self):
         if not isinstance(self.L, Term):
             raise TypeError(f"pde_step takes an operator term L; got {type(self.L).__name__}")
-        if not isinstance(self.h, (int, float)) or isinstance(self.h, bool) or not self.h > 0:
-            raise ValueError(f"pde_step step size h must be a positive number; got {self.h!r}")
+        check_float("pde_step", "h", self.h, 0, lo_open=True)
         if self.sign not in (-1, 1):
             raise ValueError(f"pde_step sign must be -1 or +1; got {self.sign!r}")
 
@@ -255,8 +254,8 @@ class Parabolic(Term):
             raise ValueError(f"parabolic padding_mode must be 'circular' or 'zeros'; got {self.padding_mode!r}")
         if not isinstance(self.k, int) or self.k < 1 or self.k % 2 == 0:
             raise ValueError(f"parabolic k must be an odd positive int; got {self.k!r}")
-        if not self.h > 0:
-            raise ValueError(f"parabolic step size h must be positive; got {self.h!r}")
+        check_float("parabolic", "h", self.h, 0, lo_open=True)
+        check_float("parabolic", "alpha", self.alpha, 0)
 
     def children(self):
         return () if self.L is None else (self.L,)

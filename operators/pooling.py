@@ -8,7 +8,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .algebra.util import ceil_div, floordiv
+from .algebra.util import ceil_div, check_choice, check_int, floordiv
+from .algebra.errors import OpArgError
 from .algebra.field import Field
 from .algebra.term import ALL_TRANSFORMS, POINTWISE, Cost, Term, op, register_family
 
@@ -43,14 +44,16 @@ class Pool(Term):
     stride: Optional[int] = None
     padding: int = 0
     _positional = ("k",)
+    keeps_nonnegative = True
 
     def __post_init__(self):
-        if self.kind not in ("max", "avg"):
-            raise ValueError(f"pool kind must be 'max' or 'avg'; got {self.kind!r}")
-        if not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"pool k must be a positive int; got {self.k!r}")
+        check_choice("pool", "kind", self.kind, ("max", "avg"))
+        op = f"{self.kind}_pool"
+        check_int(op, "k", self.k)
+        check_int(op, "stride", self.stride, none_ok=True)  # None means k; 0 is an error, not k
+        check_int(op, "padding", self.padding, lo=0)
         if self.padding > self.k // 2:
-            raise ValueError(f"pool padding must be at most k // 2 = {self.k // 2}; got {self.padding}")
+            raise OpArgError(f"{op} padding must be at most k // 2 = {self.k // 2}; got {self.padding}")
 
     @property
     def family(self):
@@ -137,6 +140,8 @@ def _gexamples(draw):
 
 class AvgOrMaxPool:
     """What average-or-max pools over a whole rank-2 field share (``kind`` is the field)."""
+
+    keeps_nonnegative = True
 
     def _check_kind(self, name: str) -> None:
         if self.kind not in ("avg", "max"):

@@ -32,6 +32,7 @@ class Upsample(Term):
     mode: str = "nearest"
     _positional = ("scale",)
     linear = True
+    keeps_nonnegative = True  # nearest copies, bilinear takes convex combinations
 
     def __post_init__(self):
         if not isinstance(self.scale, int) or self.scale < 1:

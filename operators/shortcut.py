@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from .algebra.util import floordiv
+from .algebra.util import check_channels, check_int, floordiv
 from .algebra.field import Field
 from .algebra.term import ALL_TRANSFORMS, Term, op, register_family
 
@@ -51,6 +51,7 @@ class Subsample(Term):
     stride: int = 2
     _positional = ("stride",)
     linear = True
+    keeps_nonnegative = True
 
     def __post_init__(self):
         if not isinstance(self.stride, int) or self.stride < 1:
@@ -101,6 +102,7 @@ class PadChannels(Term):
     out: int
     _positional = ("out",)
     linear = True
+    keeps_nonnegative = True
 
     def out_type(self, t):
         self.require_real(t, rank=None)
@@ -143,9 +145,7 @@ def pad_channels(out: int) -> PadChannels:
     >>> ops.pad_channels(8).bind(Field(4)).out_type
     Field(8)
     """
-    import sympy
-    if not (isinstance(out, int) and out >= 1) and not isinstance(out, sympy.Basic):
-        raise ValueError(f"pad_channels takes a positive int width (or a sympy expression); got {out!r}")
+    check_channels("pad_channels", "out", out)
     return PadChannels(out)
 
 
@@ -157,6 +157,7 @@ def option_a(out: int, stride: int = 1) -> Term:
     >>> ops.option_a(16, 1)
     pad_channels(16)
     """
+    check_int("option_a", "stride", stride)
     pad = pad_channels(out)
     return subsample(stride) >> pad if stride > 1 else pad
 

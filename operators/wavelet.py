@@ -217,6 +217,7 @@ class DTCWPT(Term):
     stride: Optional[int] = None
     parts: str = "complex"
     mix: int = 0
+    _arg_rules = {"mix": "[0, inf)"}  # 0: no colour mixing
     linear = True
 
     def __post_init__(self):
@@ -499,6 +500,13 @@ class RMax(_WaveletBlock):
         s = 2 ** self.levels
         filt = ops.dtcwpt(self.levels, self.filters, select=self.select, stride=s // 2, parts="real", mix=self.mix)
         return filt >> ops.bn() >> ops.relu() >> ops.max_pool(2)
+
+    def equivariance(self, t):
+        """Shifts by multiples of the total stride ``2**J`` on sides divisible by it, as CMod:
+        the periodic DT-CWPT commutes with them at any output stride once the sides are
+        multiples of ``2**J`` (its own stride-``2**(J-1)`` declaration cannot assume that),
+        and the tiling 2x2 max pool with the even shifts they become."""
+        return frozenset({"shift"}) & self.expand(t).items[-1].equivariance(t)
 
 
 @op("cmod")

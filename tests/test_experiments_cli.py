@@ -116,4 +116,10 @@ def test_train_segmentation_on_tiny_camvid(tmp_path):
     assert len(ev["iou"]) == 11 and len(ev["confusion_matrix"]) == 11
     # void (11) pixels are not counted: 2 val frames x 23 labelled rows x 32 columns
     assert sum(map(sum, ev["confusion_matrix"])) == 2 * 23 * 32
+    # the reported figures are those of the confusion matrix (rows: targets, columns: predictions)
+    import numpy as np
+    cm = np.array(ev["confusion_matrix"], dtype=float)
+    inter, union = np.diag(cm), cm.sum(0) + cm.sum(1) - np.diag(cm)
+    assert r["pixel_accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert r["mean_iou"] == pytest.approx(np.mean(inter[union > 0] / union[union > 0]))
     assert r["rotation"]["metric"] == "mean_iou"

@@ -114,18 +114,32 @@ def test_seg_augment_keeps_image_and_label_aligned():
 
 
 def test_mix_batch():
-    rng = np.random.default_rng(0)
-    x = torch.zeros(4, 1, 8, 8)
-    x[2:] = 1
-    xm, ya, yb, lam = mix_batch(x, torch.arange(4), rng, cutmix=1.0, gen=torch.Generator().manual_seed(0))
-    # cutmix: the fraction of pasted pixels matches 1 - lam
-    changed = (xm != x).float().mean((1, 2, 3))
-    moved = ya != yb
-    for i in range(4):
-        if moved[i] and x[i].mean() != x[yb[i]].mean():
-            assert changed[i].item() == pytest.approx(1 - lam)
-    xm2, _, _, lam2 = mix_batch(x, torch.arange(4), np.random.default_rng(1), mixup=0.4)
-    assert 0 <= lam2 <= 1 and xm2.min() >= 0 and xm2.max() <= 1
+    # cutmix: image i is the constant i + 1, so every pixel says which image it came from
+    x = torch.arange(1, 7, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 1, 8, 8).contiguous()
+    y = torch.arange(6)
+    checked = mixed = 0
+    for seed in range(6):
+        xm, ya, yb, lam = mix_batch(x, y, np.random.default_rng(seed), cutmix=1.0, gen=torch.Generator().manual_seed(seed))
+        assert torch.equal(ya, y) and sorted(yb.tolist()) == list(range(6))  # partners: a permutation
+        for i in range(6):
+            own, other = xm[i, 0] == i + 1, xm[i, 0] == yb[i] + 1
+            assert torch.equal(own | other, torch.ones_like(own))  # every pixel from i or its partner
+            if yb[i] == i:
+                continue
+            assert other.float().mean().item() == pytest.approx(1 - lam)  # the label weight is the area
+            rows, cols = other.any(1).nonzero(), other.any(0).nonzero()
+            if len(rows):  # the pasted pixels fill one rectangle
+                assert other.sum() == len(rows) * len(cols) == (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+                checked += 1
+            if 0 < lam < 1:  # a real mix of two different images: exactly their two values
+                assert set(xm[i].unique().tolist()) == {float(i + 1), float(yb[i] + 1)}
+                mixed += 1
+    assert checked > 0 and mixed > 0
+    # mixup: each image is lam of itself and 1 - lam of its partner
+    xm2, _, yb2, lam2 = mix_batch(x, y, np.random.default_rng(1), mixup=0.4)
+    assert 0 < lam2 < 1 and (yb2 != y).any()
+    torch.testing.assert_close(xm2[:, 0, 0, 0], lam2 * (y + 1.0) + (1 - lam2) * (yb2 + 1.0))
+    assert xm2.min() >= 1 and xm2.max() <= 6  # a convex combination stays within the images' range
 
 
 def test_rotate_and_shift_batch():

@@ -26,9 +26,26 @@ def test_sympy_equivariance_identity():
     assert not th.equivariance_identity(2, k=1, modes=range(-4, 5), sign=-1)
 
 
-def test_sympy_chain_order_arithmetic():
-    assert th.chain_order(0, (1, 1)) == 2
-    assert th.chain_order(1, (-1, 2, -3)) == -1
+@pytest.mark.parametrize("out_orders", [(1,), (1, 2), (-1, 2, -3), (3, -2, 0, 1)])
+def test_chain_of_harmonic_convs_has_the_sympy_chain_order(out_orders):
+    """A chain of bound harmonic convolutions (real image in, each layer to the next order)
+    declares the order sympy's chain_phase gives for its filters' orders, and its output
+    really has it: rotating the image by 90 degrees multiplies the rotated output by
+    ``i**m`` (measured from the output, not from the declaration)."""
+    filters = [o - i for i, o in zip((0,) + out_orders[:-1], out_orders)]
+    m_sym = th.chain_order(0, filters)
+    term = ops.harmonic_conv(2, orders=(out_orders[0],), k=5, phase=False)
+    for o in out_orders[1:]:
+        term = term >> ops.harmonic_conv(2, orders=(o,), k=5, phase=False)
+    torch.manual_seed(0)
+    m = term.bind(Field(1)).double().eval()
+    assert m.out_type.orders == (m_sym,)
+    x = torch.randn(1, 1, 15, 15, dtype=torch.float64)
+    with torch.no_grad():
+        y_rot = operad.as_complex(m(torch.rot90(x, 1, (-2, -1))))
+        rot_y = torch.rot90(operad.as_complex(m(x)), 1, (-2, -1))
+    ratio = (y_rot * rot_y.conj()).sum() / (rot_y.abs() ** 2).sum()
+    assert abs(complex(ratio) - 1j ** m_sym) < 1e-9, (ratio, m_sym)
     assert th.reachable_orders((0, 1), (-1, 0, 1)) == (-1, 0, 1, 2)
 
 

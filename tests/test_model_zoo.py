@@ -52,6 +52,14 @@ def _cases():
     return out
 
 
+def _check_cost(name, model, x):
+    h, w = x.shape[-2:]
+    sym = operad.cost(model, size=(h, w))
+    counted = operad.count(model, x)
+    assert sym.params == counted.params == sum(p.numel() for p in model.parameters())
+    assert sym.macs == counted.macs, f"{name}: cost says {sym.macs} MACs, the counter {counted.macs}"
+
+
 @pytest.mark.parametrize("name", _cases())
 def test_whole_model(name):
     torch.manual_seed(0)
@@ -77,10 +85,7 @@ def test_whole_model(name):
             assert p.grad is not None and torch.isfinite(p.grad).all(), f"{name}: bad gradient for {pname}"
 
     # symbolic cost == counted cost
-    sym = operad.cost(model, size=(h, w))
-    counted = operad.count(model, x)
-    assert sym.params == counted.params == sum(p.numel() for p in model.parameters())
-    assert sym.macs == counted.macs, f"{name}: cost says {sym.macs} MACs, the counter {counted.macs}"
+    _check_cost(name, model, x)
 
     # state dict round trip
     model.eval()
@@ -95,14 +100,33 @@ def test_whole_model(name):
 def test_every_model_has_a_docstring_and_known_task():
     for name in list_models():
         info = model_info(name)
-        assert info.task in ("classification", "segmentation"), name
+        assert info.task in ("classification", "segmentation", "detection"), name
         assert (info.fn.__doc__ or "").strip(), f"{name} has no docstring"
         assert len(info.input_size) == 3 and all(isinstance(s, int) and s > 0 for s in info.input_size)
 
 
-def test_size_cap_does_not_hide_a_mismatch():
-    # the check above can fail: a model whose cost formula is wrong is caught
-    model = create_model("resnet20")
-    sym = operad.cost(model, size=(32, 32))
-    counted = operad.count(model, torch.randn(1, 3, 16, 16))
-    assert sym.macs != counted.macs and not math.isclose(sym.macs, counted.macs)
+@pytest.mark.parametrize("wrong", ["one_mac_per_strided_conv", "floor_not_ceil"])
+def test_size_cap_does_not_hide_a_mismatch(wrong, monkeypatch):
+    """The cost check of test_whole_model, at the capped test size, catches a wrong cost
+    formula: one stray MAC per strided conv, or output sizes floor(H / s) in place of
+    ceil(H / s) (which only differ at odd sizes, so the odd size is tested)."""
+    from operad.operators.algebra.term import Cost
+    from operad.operators.conv import Conv
+    right = Conv.cost
+
+    def cost(self, t, size):
+        c = right(self, t, size)
+        if self.stride == 1:
+            return c
+        if wrong == "one_mac_per_strided_conv":
+            return Cost(c.params, c.macs + 1)
+        ho, wo = (n // self.stride for n in size)
+        return Cost(c.params, c.macs // math.prod(self.out_size(t, size)) * ho * wo)
+
+    name = "resnet20"
+    x = torch.randn(1, 3, *((32, 32) if wrong == "one_mac_per_strided_conv" else (31, 31)))
+    model = create_model(name)
+    _check_cost(name, model, x)  # right as it stands
+    monkeypatch.setattr(Conv, "cost", cost)
+    with pytest.raises(AssertionError, match="MACs"):
+        _check_cost(name, model, x)

@@ -6,6 +6,7 @@ from hypothesis import given, strategies as st
 
 import operad
 from operad import Field, ops
+from operad.operators.activation import ACTIVATIONS, IDENTITY_ON_NONNEGATIVE, NONNEGATIVE, Activation
 from operad.rewrite import fuse, remove_residuals
 
 
@@ -140,3 +141,48 @@ def test_rm_errors_where_the_input_may_be_negative():
 def test_fuse_rejects_plain_modules():
     with pytest.raises(TypeError, match="bound operad module"):
         fuse(torch.nn.Conv2d(3, 3, 3))
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_rm_decides_by_the_declared_sign_for_every_activation(act):
+    """Before a block: exact where the activation's output is non-negative, else a clear
+    error. Inside the body: exact where it is the identity on x >= 0, else a clear error.
+    strict=False is exact in every case."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    block = ops.residual(ops.conv(4) >> ops.bn() >> ops.relu() >> ops.conv(4) >> ops.bn())
+    before = ops.conv(4) >> Activation(act) >> block >> ops.relu()
+    inside = ops.conv(4) >> ops.relu() >> ops.residual(ops.conv(4) >> Activation(act) >> ops.conv(4))
+    for net, qualifies, why in [(before, act in NONNEGATIVE, "non-negative"),
+                                (inside, act in IDENTITY_ON_NONNEGATIVE, "cannot be made plain")]:
+        m = _randomize_bn(net.bind(Field(3)).double()).eval()
+        with torch.no_grad():
+            ref = m(x)
+            if qualifies:
+                p = remove_residuals(m)
+                assert not any(t.family == "residual" for t in p.term.walk())
+                assert (p(x) - ref).abs().max() < 1e-10, act
+            else:
+                with pytest.raises(ValueError, match=why):
+                    remove_residuals(m)
+            kept = remove_residuals(m, strict=False)
+            assert (kept(x) - ref).abs().max() < 1e-10, act
+
+
+def test_nonnegative_is_derived_by_the_combinators():
+    t = Field(3)
+    assert (ops.conv(4) >> ops.relu() >> ops.max_pool()).nonnegative(t)
+    assert not (ops.conv(4) >> ops.leaky_relu() >> ops.max_pool()).nonnegative(t)
+    assert not ops.conv(4).nonnegative(t, True)
+    assert ops.concat(ops.relu(), ops.sigmoid()).nonnegative(t)
+    assert not ops.concat(ops.relu(), ops.gelu()).nonnegative(t)
+    assert ops.residual(ops.relu()).nonnegative(t, True) and not ops.residual(ops.relu()).nonnegative(t)
+    assert (ops.relu() * 3).named("a").nonnegative(t)
+    # macro families follow their expansion: CMod and a ReLU'd ghost module end in ReLUs
+    assert ops.cmod(8).nonnegative(t) and ops.ghost(8).nonnegative(t)
+    assert not ops.inverted_residual(8).nonnegative(Field(8)) and not ops.ghost(8, relu=False).nonnegative(t)
+    torch.manual_seed(0)
+    m = _randomize_bn((ops.ghost(8) >> ops.residual(ops.conv(8) >> ops.relu() >> ops.conv(8))).bind(t).double()).eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert (remove_residuals(m)(x) - m(x)).abs().max() < 1e-10

@@ -239,6 +239,14 @@ def test_resume_changes_are_classified():
         assert k in CHANGEABLE
     for k in ("model", "model_expr", "model_args", "dataset", "batch_size", "seed", "subset", "optimizer"):
         assert k not in CHANGEABLE
+    regularization = ("auto_augment", "rand_augment_n", "rand_augment_m", "erasing", "erasing_area", "tsla_until",
+                      "disturb_label", "drop_block_ramp")  # issue 19: they define the experiment, like cutout
+    for k in regularization + ("cutout", "mixup", "cutmix"):
+        assert k not in CHANGEABLE
+    with pytest.raises(ConfigError, match=r"--resume cannot change disturb_label \(0.0 in the checkpoint, 0.1 now\)"):
+        resume_changes(Config(model="resnet20").to_dict(), Config(model="resnet20", disturb_label=0.1))
+    pre19 = {k: v for k, v in Config(model="resnet20").to_dict().items() if k not in regularization}
+    assert resume_changes(pre19, Config(model="resnet20")) == {}  # a checkpoint from before issue 19
     old = Config(model="resnet20").to_dict()
     del old["label_smoothing"]  # a checkpoint from before a key existed: its default
     assert resume_changes(old, Config(model="resnet20")) == {}

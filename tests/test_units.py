@@ -199,18 +199,35 @@ def _grid(n=161, r=3.0):
     return torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
 
 
+def _jacobians(module, x):
+    """Per-point Jacobians (N, out, in) of a point-wise (rank-0) bound module."""
+    x = x.clone().requires_grad_(True)
+    y = module(x)
+    rows = [torch.autograd.grad(y[:, j].sum(), x, retain_graph=True)[0] for j in range(y.shape[1])]
+    return torch.stack(rows, 1)
+
+
+def _linear_regions(module, x) -> int:
+    """How many linear pieces of ``module`` the points ``x`` visit (distinct Jacobians)."""
+    return len({tuple(r) for r in _jacobians(module, x).flatten(1).round(decimals=8).tolist()})
+
+
 @settings(max_examples=10, deadline=None)
-@given(m=st.integers(1, 3), seed=st.integers(0, 1000))
-def test_dendritic_layer_regions_are_the_bias_grid(m, seed):
+@given(m=st.integers(1, 3), seed=st.integers(0, 1000), impl=st.sampled_from(["fused", "naive"]))
+def test_dendritic_layer_regions_are_the_bias_grid(m, seed, impl):
+    """The bound dendritic layer's linear pieces on a grid of the plane are the cells of the
+    grid its dendrite biases cut; a standard layer's stay within Zaslavsky's bound."""
     gen = torch.Generator().manual_seed(seed)
     b = (torch.rand(m, 2, generator=gen, dtype=torch.float64) * 4 - 2).round(decimals=1) + 0.05
+    layer = ops.dendritic_linear(m, impl=impl).bind(Field(2, rank=0)).double()
+    with torch.no_grad():
+        layer.dendrite_bias.copy_(b)
+        layer.weight.copy_(torch.rand(m, 2, generator=gen, dtype=torch.float64) + 0.5)  # non-zero weights
     x = _grid()
-    pre = (x[:, None, :] + b[None]).reshape(len(x), -1)  # the (out, in) dendrite pre-activations
-    assert U.activation_patterns(pre) == U.dendritic_regions(b)
+    assert _linear_regions(layer, x) == U.dendritic_regions(b)
     # a standard layer of m units on 2 inputs: at most 1 + m + C(m, 2) regions, fewer than the grid's
-    wst = torch.randn(2, m, generator=gen, dtype=torch.float64)
-    bst = torch.randn(m, generator=gen, dtype=torch.float64)
-    assert U.activation_patterns(x @ wst + bst) <= U.standard_regions_max(m, 2)
+    std = (ops.linear(m) >> ops.relu()).bind(Field(2, rank=0)).double()
+    assert _linear_regions(std, x) <= U.standard_regions_max(m, 2)
     assert U.standard_regions_max(m, 2) <= U.dendritic_regions(b) or m == 1
 
 
@@ -226,10 +243,33 @@ def test_one_dendritic_unit_has_four_regions_a_standard_unit_two():
     assert len({tuple(r) for r in g2.round(decimals=6).tolist()}) <= 2
 
 
-@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def _fit(net, x, y, steps=300):
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((net(x) - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+    return net
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
 def test_dendritic_staircase_has_twice_the_kinks_of_any_standard_net(width):
+    """The bound dendritic net computes the staircase (a sum of clipped ramps) exactly, with
+    2 width kinks; a standard net of that width fitted to it keeps at most width kinks and
+    misses it."""
     net = U.dendritic_staircase(width)
-    assert U.breakpoints(net, -8.0, 8.0) == 2 * width > U.standard_max_breakpoints(width)
+    x = torch.linspace(-8, 8, 1601, dtype=torch.float64)[:, None]
+    t = 2.0 * torch.arange(width, dtype=torch.float64) - (width - 1)
+    stairs = (1 - (x - t).relu()).clamp_min(0).sum(1, keepdim=True)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), stairs)
+    assert U.breakpoints(net, -8.0, 8.0) == 2 * width
+    torch.manual_seed(width)
+    std = _fit((ops.linear(width) >> ops.relu() >> ops.linear(1)).bind(Field(1, rank=0)).double(), x, stairs)
+    with torch.no_grad():
+        assert U.breakpoints(std, -8.0, 8.0) <= width
+        assert (std(x) - stairs).abs().max() > 0.1
 
 
 @settings(max_examples=15, deadline=None)
@@ -285,8 +325,17 @@ def test_min_of_two_filters_is_end_stopped():
     assert through["line"] == pytest.approx(ending["line"])       # one filter alone: no end-stopping
 
 
-def test_minimum_is_and_of_nonnegative_responses():
-    a, b = torch.rand(1000).relu(), torch.rand(1000).relu()
-    a[::3] = 0
-    m = torch.minimum(a, b)
-    assert torch.equal(m > 0, (a > 0) & (b > 0))
+@pytest.mark.parametrize("term", [ops.minimum(ops.conv(3) >> ops.relu(), ops.conv(3) >> ops.relu()),
+                                  ops.min_filters(k=3, n=2, norm=None)])
+def test_minimum_is_and_of_nonnegative_responses(term):
+    """operad's minimum of ReLU branches answers exactly where every branch does (an AND),
+    and equals the smaller response there."""
+    torch.manual_seed(0)
+    m = term.bind(Field(3)).double().eval()
+    x = torch.randn(4, 3, 12, 12, dtype=torch.float64)
+    with torch.no_grad():
+        y = m(x)
+        a, b = (br(x) for br in m.branch)
+    assert ((a > 0) ^ (b > 0)).any() and (y > 0).any()  # the test sees both cases
+    assert torch.equal(y > 0, (a > 0) & (b > 0))
+    torch.testing.assert_close(y, torch.where(a < b, a, b))

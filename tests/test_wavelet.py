@@ -22,8 +22,6 @@ import operad
 from operad import Field, TypeMismatch, ops, verify
 from operad.operators._wavelet_bank import QSHIFT, bank, qshift_filters, select_packets, tree_filters
 
-CIFAR = "/work/shared/data/cifar10"
-
 
 # ----------------------------------------------------------------------------- coefficients
 def test_qshift_coefficients_match_dtcwt():
@@ -219,9 +217,9 @@ def test_shift_stability_report():
     assert rep.error > 0.5 and rep.ok is False
 
 
-def _cifar_images(n=32):
+def _cifar_images(root, n=32):
     from PIL import Image
-    files = sorted(glob.glob(os.path.join(CIFAR, "test", "*", "*.jpg")))[::250][:n]
+    files = sorted(glob.glob(os.path.join(root, "cifar10", "test", "*", "*.jpg")))[::250][:n]
     if len(files) < n:
         pytest.skip("CIFAR-10 JPEG folders not found")
     x = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0)
@@ -230,8 +228,8 @@ def _cifar_images(n=32):
 
 
 @pytest.mark.parametrize("levels,out,ratio", [(2, 16, 1.4), (3, 32, 2.0)])
-def test_cmod_markedly_more_stable_than_rmax_on_cifar(levels, out, ratio):
-    x = _cifar_images()
+def test_cmod_markedly_more_stable_than_rmax_on_cifar(levels, out, ratio, shared_data):
+    x = _cifar_images(shared_data)
     torch.manual_seed(0)
     c = ops.cmod(out, levels=levels).bind(Field(3))
     r = ops.rmax(out, levels=levels).bind(Field(3))  # the same filters and colour mixing

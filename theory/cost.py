@@ -16,7 +16,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..operators.algebra.errors import SizeError
 from ..operators.algebra.field import Field
+from ..operators.algebra.sizes import check_sizes
 from ..operators.algebra.term import Cost, Term
 
 __all__ = ["H", "W", "cost", "count", "Cost"]
@@ -43,12 +45,16 @@ def cost(obj: Union[Term, nn.Module], in_type: Optional[Field] = None,
 
     Without ``size`` the result is exact in the symbols :data:`H` and :data:`W`
     (the input's height and width; strided layers give ``floor`` terms); with
-    ``size=(H, W)`` it is a number, or a polynomial in symbolic channels.
+    ``size=(H, W)`` it is a number, or a polynomial in symbolic channels; a size
+    on which some node's output would be empty is a :class:`SizeError` naming it.
     MACs follow :class:`torch.utils.flop_counter.FlopCounterMode` (see :class:`Cost`).
     """
     term, t = _resolve(obj, in_type)
+    if isinstance(obj, nn.Module) and in_type is not None and t != obj.in_type:
+        raise SizeError(f"{obj.path}: the model takes {obj.in_type!r}; got in_type={t!r}")
     if t.rank == 2:
         sz = (H, W) if size is None else tuple(size)
+        check_sizes(term, t, sz, "" if getattr(obj, "path", "<root>") == "<root>" else obj.path)
     else:
         sz = None
     c = term.cost(t, sz)

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..operators.algebra.combinators import lipschitz_of
 from ..operators.algebra.term import Cost
+from ..operators.algebra.sizes import check_input_shape
 from .cost import cost as _cost
 
 __all__ = ["summary", "Summary"]
@@ -86,6 +87,7 @@ def summary(module: nn.Module, input_shape: Sequence[int], max_depth: Optional[i
     """
     if not hasattr(module, "term"):
         raise TypeError("summary needs a bound operad module (term.bind(Field(...)))")
+    check_input_shape(module, input_shape)  # channels and sizes the model can run on, else a SizeError
     size = tuple(input_shape[2:]) if module.in_type.rank == 2 else None
     rows: List[Row] = []
 
@@ -102,8 +104,9 @@ def summary(module: nn.Module, input_shape: Sequence[int], max_depth: Optional[i
         # children see sizes in sequence for Seq, the same size for branches
         from ..operators.algebra.combinators import SeqModule
         cur = size
-        for k in kids:
-            visit(k, depth + 1, cur)
+        sizes = m.child_sizes(size) if hasattr(m, "child_sizes") else None  # e.g. ops.multibox's levels
+        for j, k in enumerate(kids):
+            visit(k, depth + 1, sizes[j] if sizes is not None else cur)
             if isinstance(m, SeqModule):
                 cur = k.term.out_size(k.in_type, cur) if cur is not None else None
 

@@ -7,6 +7,8 @@ timing the competitors in alternation (:func:`time_interleaved`).
     python -m operad.experiments.bench.dendritic  # fused vs naive dendritic conv
     python -m operad.experiments.bench.zoo        # zoo networks vs ResNets
     python -m operad.experiments.bench.rmnet      # ResNet vs its fused and RMNet forms
+
+``make bench`` runs each at a small size (a check that they run, not figures).
 """
 from .timing import inference_speed, saved_mib, time_fn, time_interleaved
 

@@ -5,19 +5,22 @@ where e2cnn is installed, in one run.
 For each configuration: training step (forward + backward, train mode: the
 harmonic filters are synthesised every step) and eval forward (``no_grad``, eval
 mode: harmonic filters cached, R2Conv's expanded filter cached by e2cnn), the
-median of several timed runs after warm-up, ``torch.set_num_threads(2)``.
+competitors timed in alternation (:func:`~operad.experiments.bench.timing.time_interleaved`,
+median of ``--runs`` rounds after warm-up), ``torch.set_num_threads(2)``.
 Ratios are against the ordinary ``nn.Conv2d`` with the same real input and
-output widths and kernel size (the op a harmonic conv computes).
+output widths and kernel size, given the harmonic conv's synthesised filters, so
+that it computes the same function (the ``max diff`` column says how closely).
 
     .venv/bin/python -m operad.experiments.bench.harmonic
     .venv/bin/python -m operad.experiments.bench.harmonic --runs 5 --json runs/bench_harmonic.json
+    .venv/bin/python -m operad.experiments.bench.harmonic --small --runs 2     # a quick check
 """
 from __future__ import annotations
 
 import argparse
 import json
 
-from operad.experiments.bench.timing import time_fn
+from operad.experiments.bench.timing import time_interleaved
 
 import torch
 from torch import nn
@@ -34,10 +37,7 @@ CONFIGS = [
     (8, 8, (0, 1), 5, 64, 8),
     (32, 32, (0, 1), 3, 16, 32),
 ]
-
-
-def _median(fn, warmup: int, runs: int) -> float:
-    return time_fn(fn, runs, warmup)
+SMALL = [(4, 4, (0, 1), 5, 12, 2)]
 
 
 def _train_step(m, x):
@@ -76,37 +76,40 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
+    p.add_argument("--small", action="store_true", help="one small configuration (a quick check)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     rows = []
     hdr = (f"{'config':<34} {'conv train':>10} {'harm train':>10} {'ratio':>6} {'e2cnn train':>11} {'ratio':>6} | "
-           f"{'conv eval':>9} {'harm eval':>9} {'ratio':>6} {'e2cnn eval':>10} {'ratio':>6}")
+           f"{'conv eval':>9} {'harm eval':>9} {'ratio':>6} {'e2cnn eval':>10} {'ratio':>6} {'max diff':>9}")
     print(hdr)
     print("-" * len(hdr))
-    for cin, cout, orders, k, n, b in CONFIGS:
+    for cin, cout, orders, k, n, b in (SMALL if a.small else CONFIGS):
         t = Field(cin, kind="complex", orders=orders)
         harm = ops.harmonic_conv(cout, orders=orders, k=k).bind(t)
         cin_t, cout_t = 2 * cin, 2 * cout
         conv = nn.Conv2d(cin_t, cout_t, k, padding=k // 2, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(harm.synthesize())  # the same function as the harmonic conv
         x = torch.randn(b, cin_t, n, n)
-        xg = x.clone().requires_grad_(False)
         res = {"config": f"{cin}->{cout} complex, orders {orders}, k={k}, {n}x{n}, batch {b}",
                "real_channels": [cin_t, cout_t]}
-        harm.train(); conv.train()
-        res["conv_train"] = _median(_train_step(conv, xg), a.warmup, a.runs)
-        res["harm_train"] = _median(_train_step(harm, xg), a.warmup, a.runs)
-        harm.eval(); conv.eval()
-        res["conv_eval"] = _median(_eval_step(conv, x), a.warmup, a.runs)
-        res["harm_eval"] = _median(_eval_step(harm, x), a.warmup, a.runs)
+        with torch.no_grad():
+            res["max_diff"] = float((harm(x) - conv(x)).abs().max())
+        train = {"conv": (conv, x), "harm": (harm, x)}
         e2 = _e2cnn(cin_t, cout_t, k)
         if e2 is not None:
             r2, wrap = e2
-            gx = wrap(x)
-            r2.train()
-            res["e2cnn_train"] = _median(_train_step(r2, gx), a.warmup, a.runs)
-            r2.eval()
-            res["e2cnn_eval"] = _median(_eval_step(r2, gx), a.warmup, a.runs)
+            train["e2cnn"] = (r2, wrap(x))
+        for m, _ in train.values():
+            m.train()
+        times = time_interleaved({k_: _train_step(m, xx) for k_, (m, xx) in train.items()}, a.runs, a.warmup)
+        res.update({f"{k_}_train": v for k_, v in times.items()})
+        for m, _ in train.values():
+            m.eval()
+        times = time_interleaved({k_: _eval_step(m, xx) for k_, (m, xx) in train.items()}, a.runs, a.warmup)
+        res.update({f"{k_}_eval": v for k_, v in times.items()})
         rows.append(res)
         ms = lambda v: f"{1000 * v:.2f}ms" if v is not None else "-"
         ratio = lambda v, base: f"{v / base:.2f}" if v is not None else "-"
@@ -114,7 +117,7 @@ def main(argv=None):
         print(f"{res['config'][:34]:<34} {ms(res['conv_train']):>10} {ms(res['harm_train']):>10} "
               f"{ratio(res['harm_train'], res['conv_train']):>6} {ms(e2t):>11} {ratio(e2t, res['conv_train']):>6} | "
               f"{ms(res['conv_eval']):>9} {ms(res['harm_eval']):>9} {ratio(res['harm_eval'], res['conv_eval']):>6} "
-              f"{ms(e2e):>10} {ratio(e2e, res['conv_eval']):>6}")
+              f"{ms(e2e):>10} {ratio(e2e, res['conv_eval']):>6} {res['max_diff']:>9.1e}")
     if not any("e2cnn_train" in r for r in rows):
         print("e2cnn not installed: R2Conv columns skipped (pip install e2cnn to include them)")
     print("ratios: time / ordinary conv time (same real widths, kernel, input); target <= 1.5 train, ~1.0 eval")

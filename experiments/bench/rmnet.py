@@ -3,7 +3,8 @@ the trained-form network (conv + BN + residual adds), ``fuse`` (BN folded, RepVG
 merges) and ``remove_residuals`` (RMNet: plain conv-ReLU chain with reserve
 channels). For each: parameters and MACs (exact, ``operad.cost``), the max abs
 difference of the outputs from the original relative to the largest output (float32, eval mode), and the CPU
-latency (median of ``--runs`` timed runs of ``--iters`` forwards after warm-up,
+latency: the three forms timed in alternation (:func:`~operad.experiments.bench.timing.time_interleaved`,
+median of ``--runs`` rounds of ``--iters`` forwards each after warm-up,
 ``torch.set_num_threads(--threads)``), with ratios to the original.
 
     .venv/bin/python -m operad.experiments.bench.rmnet
@@ -12,31 +13,28 @@ latency (median of ``--runs`` timed runs of ``--iters`` forwards after warm-up,
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from typing import List
+from typing import Dict, List
 
 import torch
 
 import operad
 from operad.models import create_model, model_info
+from operad.experiments.bench.timing import time_interleaved
 from operad.rewrite import fuse, remove_residuals
 
-__all__ = ["latency", "main"]
+__all__ = ["latencies", "main"]
 
 
-@torch.no_grad()
-def latency(model, x, iters: int, runs: int, warmup: int = 3) -> float:
-    """Median seconds per forward."""
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        for _ in range(iters):
-            model(x)
-        times.append((time.perf_counter() - t) / iters)
-    return statistics.median(times)
+def latencies(models: Dict[str, torch.nn.Module], x, iters: int, runs: int, warmup: int = 3) -> Dict[str, float]:
+    """Median seconds per forward of each model, timed in alternation."""
+    def forwards(m):
+        def fn():
+            with torch.no_grad():
+                for _ in range(iters):
+                    m(x)
+        return fn
+    t = time_interleaved({k: forwards(m) for k, m in models.items()}, runs=runs, warmup=warmup)
+    return {k: v / iters for k, v in t.items()}
 
 
 def _randomize_bn(m):
@@ -67,16 +65,15 @@ def main(argv: List[str] = None) -> List[dict]:
         x = torch.randn(a.batch, info.input_size[0], s, s)
         with torch.no_grad():
             ref = m(x)
-        forms = [("original", m), ("fused", fuse(m)), ("rm-plain", remove_residuals(m))]
-        base = None
-        for form, mod in forms:
+        forms = {"original": m, "fused": fuse(m), "rm-plain": remove_residuals(m)}
+        times = latencies(forms, x, a.iters, a.runs)
+        for form, mod in forms.items():
             with torch.no_grad():
                 diff = float((mod(x) - ref).abs().max() / ref.abs().max())
             c = operad.cost(mod, size=(s, s))
-            t = latency(mod, x, a.iters, a.runs)
-            base = base or t
+            t = times[form]
             row = dict(model=name, form=form, params=int(c.params), macs=int(c.macs), diff=diff,
-                       ms=1e3 * t, speedup=base / t)
+                       ms=1e3 * t, speedup=times["original"] / t)
             rows.append(row)
             print(f"{name:<10} {form:<8} {row['params']:>10,} {row['macs']:>12,} {diff:>10.2e} {row['ms']:>9.2f} "
                   f"{row['speedup']:>8.2f}")

@@ -10,7 +10,8 @@ step needs more than ``--skip-train-above`` MACs, e.g. SK-ResNeXt-29 at about
 1 TMAC, is not trained on the CPU and shows "-"), each the median of
 several timed runs after warm-up, with ``torch.set_num_threads(2)`` (1 when the machine is oversubscribed). Ratios
 compare each network with its baseline (ResNet-20 for 32x32 inputs, ResNet-18
-otherwise): ``lat/MAC`` is the latency ratio divided by the MAC ratio, so a
+otherwise), the two timed in alternation (:func:`~operad.experiments.bench.timing.time_interleaved`)
+so that load on a shared machine hits both alike: ``lat/MAC`` is the latency ratio divided by the MAC ratio, so a
 value below 1 means the network turns MACs into latency faster than the
 baseline does. When CUDA is available the same is measured on the GPU with
 bf16 autocast and channels_last (native sizes, batch 1 and 64).
@@ -27,7 +28,7 @@ import json
 import os
 import time
 
-from operad.experiments.bench.timing import time_fn
+from operad.experiments.bench.timing import time_interleaved
 from typing import Dict, List, Optional
 
 import torch
@@ -51,51 +52,67 @@ def _model(name: str):
     raise KeyError(f"{name!r} is not registered")
 
 
-def _median_time(fn, device, warmup: int, runs: int) -> float:
-    return time_fn(fn, runs, warmup, device)
-
-
-def measure(model: nn.Module, infer_hw, train_hw, task: str, device="cpu", amp: Optional[torch.dtype] = None,
-            channels_last: bool = False, batch: int = 64, runs: int = 5, warmup: int = 2,
-            max_train_runs: Optional[int] = None, train: bool = True) -> Dict[str, float]:
-    """Median batch-1 latency (ms) at ``infer_hw`` and training images/s at ``batch`` x ``train_hw``."""
-    device = torch.device(device)
+def _steps(model: nn.Module, infer_hw, train_hw, task: str, device, amp, channels_last: bool, batch: int):
+    """``(model, infer, step)``: a batch-1 eval forward at ``infer_hw`` and one SGD training step
+    at ``batch`` x ``train_hw`` (each switches the model to its mode)."""
     model = model.to(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     ctx = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
-    model.eval()
     x1 = torch.randn(1, 3, *infer_hw, device=device).contiguous(memory_format=fmt)
-
-    def infer():
-        with torch.no_grad(), ctx():
-            model(x1)
-    lat = _median_time(infer, device, warmup, runs)
-    if not train:
-        return {"latency_ms": lat * 1e3, "train_img_s": None, "train_runs": 0}
-
-    model.train()
     xb = torch.randn(batch, 3, *train_hw, device=device).contiguous(memory_format=fmt)
-    out_shape = None
+    model.eval()
     with torch.no_grad(), ctx():
-        out_shape = model(xb[:2]).shape
-    ncls = out_shape[1]
-    if task == "segmentation":
-        yb = torch.randint(0, ncls, (batch, *train_hw), device=device)
-    else:
-        yb = torch.randint(0, ncls, (batch,), device=device)
+        ncls = model(xb[:2]).shape[1]
+    yb = torch.randint(0, ncls, (batch, *train_hw) if task == "segmentation" else (batch,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
+    def infer():
+        model.eval()
+        with torch.no_grad(), ctx():
+            model(x1)
+
     def step():
+        model.train()
         opt.zero_grad(set_to_none=True)
         with ctx():
             loss = loss_fn(model(xb).float(), yb)
         loss.backward()
         opt.step()
+    return model, infer, step
+
+
+def measure(model: nn.Module, infer_hw, train_hw, task: str, device="cpu", amp: Optional[torch.dtype] = None,
+            channels_last: bool = False, batch: int = 64, runs: int = 5, warmup: int = 2,
+            max_train_runs: Optional[int] = None, train: bool = True,
+            baseline: Optional[tuple] = None) -> Dict[str, float]:
+    """Median batch-1 latency (ms) at ``infer_hw`` and training images/s at ``batch`` x ``train_hw``.
+
+    ``baseline=(module, infer_hw, train_hw, task)`` times a baseline in alternation with the
+    model (one call of each per round) and adds its figures as ``base_latency_ms`` and
+    ``base_train_img_s`` (the latter only when both train at the same input size)."""
+    device = torch.device(device)
+    _, infer, step = _steps(model, infer_hw, train_hw, task, device, amp, channels_last, batch)
+    infers, steps = {"model": infer}, {"model": step}
+    if baseline is not None:
+        bmod, b_hw, b_train_hw, b_task = baseline
+        _, binfer, bstep = _steps(bmod, b_hw, b_train_hw, b_task, device, amp, channels_last, batch)
+        infers["base"] = binfer
+        if tuple(b_train_hw) == tuple(train_hw):
+            steps["base"] = bstep
+    lat = time_interleaved(infers, runs, warmup, device)
+    out = {"latency_ms": lat["model"] * 1e3, "train_img_s": None, "train_runs": 0}
+    if "base" in lat:
+        out["base_latency_ms"] = lat["base"] * 1e3
+    if not train:
+        return out
     t_runs = runs if max_train_runs is None else max(1, min(runs, max_train_runs))
-    t_step = _median_time(step, device, 1, t_runs)
-    return {"latency_ms": lat * 1e3, "train_img_s": batch / t_step, "train_runs": t_runs}
+    t_step = time_interleaved(steps, t_runs, 1, device)
+    out.update(train_img_s=batch / t_step["model"], train_runs=t_runs)
+    if "base" in t_step:
+        out["base_train_img_s"] = batch / t_step["base"]
+    return out
 
 
 def _train_hw(hw, task, imagenet_train: int):
@@ -118,9 +135,15 @@ def run(names: List[str], runs: int, batch: int, imagenet_train: int, device: st
         train_macs = c.macs * (thw[0] * thw[1]) / (hw[0] * hw[1])
         heavy = device == "cpu" and train_macs > heavy_macs
         step_macs = 3 * batch * train_macs  # forward + backward, about 3x the forward
+        base = None
+        if name not in BASELINES:  # timed in alternation with its baseline
+            bname = "resnet20" if hw == (32, 32) else "resnet18"
+            torch.manual_seed(0)
+            bm, bhw, btask = _model(bname)
+            base = (bm, bhw, bhw if native_train else _train_hw(bhw, btask, imagenet_train), btask)
         t0 = time.perf_counter()
         r = measure(m, hw, thw, task, device, amp, channels_last, batch, runs,
-                    max_train_runs=2 if heavy else None, train=step_macs <= skip_train_above)
+                    max_train_runs=2 if heavy else None, train=step_macs <= skip_train_above, baseline=base)
         rows.append(dict(model=name, task=task, input=f"{hw[0]}x{hw[1]}", train_input=f"{thw[0]}x{thw[1]}",
                          params=int(c.params), macs=int(c.macs), **r))
         print(f"  {name:<24} {time.perf_counter() - t0:6.1f} s", flush=True)
@@ -136,10 +159,12 @@ def _ratios(rows):
             continue
         r["baseline"] = b["model"]
         r["mac_ratio"] = r["macs"] / b["macs"]
-        r["lat_ratio"] = r["latency_ms"] / b["latency_ms"]
+        # the baseline's figures from the paired (alternating) timing where there are any
+        r["lat_ratio"] = r["latency_ms"] / r.get("base_latency_ms", b["latency_ms"])
         r["lat_per_mac"] = r["lat_ratio"] / r["mac_ratio"]
-        if r["train_input"] == b["train_input"] and r["train_img_s"] and b["train_img_s"]:
-            r["train_ratio"] = r["train_img_s"] / b["train_img_s"]
+        b_train = r.get("base_train_img_s", b["train_img_s"])
+        if r["train_input"] == b["train_input"] and r["train_img_s"] and b_train:
+            r["train_ratio"] = r["train_img_s"] / b_train
             train_macs_ratio = r["mac_ratio"]
             r["train_time_per_mac"] = (1 / r["train_ratio"]) / train_macs_ratio
     return rows

@@ -4,4 +4,5 @@
     python -m operad.experiments.studies.twin           # twin CMod nets vs their CNN twins
     python -m operad.experiments.studies.units          # Min and dendritic units vs ReLU
     python -m operad.experiments.studies.rotation_hnet  # H-Net rotation curves
+    python -m operad.experiments.studies.tightness      # Lipschitz bound / estimate per family and model
 """

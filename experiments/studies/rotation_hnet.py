@@ -32,7 +32,11 @@ __all__ = ["load_digits_20", "cnn_small", "train", "accuracy_vs_angle", "main"]
 
 def load_digits_20(seed: int = 0, test_fraction: float = 0.25):
     """(x_train, y_train, x_test, y_test): digits as (N, 1, 20, 20) in [0, 1]."""
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise SystemExit("rotation_hnet reads scikit-learn's bundled digits: pip install -e \".[experiments]\" "
+                         "(or pip install scikit-learn)") from None
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 16.0
     y = torch.tensor(d.target, dtype=torch.long)

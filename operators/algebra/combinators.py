@@ -26,8 +26,10 @@ from typing import FrozenSet, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from .errors import OpArgError, OpArgTypeError
 from .field import Field, TypeMismatch
 from .term import ALL_TRANSFORMS, Cost, Size, Term, _join, attach, combinator, op, register_family
+from .util import check_prob
 
 __all__ = ["Seq", "Repeat", "Sum", "Concat", "Minimum", "Residual", "Dense", "Named",
            "concat", "minimum", "residual", "dense", "concat_types", "lipschitz_of"]
@@ -135,6 +137,11 @@ class Seq(Term):
     def linear(self):
         return all(i.linear for i in self.items)
 
+    def nonnegative(self, t, input_nonnegative=False):
+        for item, ti in zip(self.items, self._types(t)):
+            input_nonnegative = item.nonnegative(ti, input_nonnegative)
+        return input_nonnegative
+
     def lipschitz_bound(self, m, size=None):
         bound = 1.0
         for child in m.children():
@@ -183,6 +190,9 @@ class Repeat(Term):
 
     def equivariance(self, t):
         return self._seq().equivariance(t)
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self._seq().nonnegative(t, input_nonnegative)
 
     @property
     def linear(self):
@@ -237,6 +247,9 @@ class Named(Term):
 
     def equivariance(self, t):
         return self.inner.equivariance(t)
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self.inner.nonnegative(t, input_nonnegative)
 
     @property
     def linear(self):
@@ -304,6 +317,10 @@ class _BranchTerm(Term):
         for b in self.items:
             eq = eq & b.equivariance(t)
         return eq
+
+    def nonnegative(self, t, input_nonnegative=False):
+        """Sums, concatenations and minima of non-negative branches are non-negative."""
+        return all(b.nonnegative(t, input_nonnegative) for b in self.items)
 
     def _bind(self, t, path):
         out = self._infer(t)
@@ -417,9 +434,9 @@ class Minimum(_BranchTerm):
 def _branches(terms, name, minimum=1):
     for i, t in enumerate(terms):
         if not isinstance(t, Term):
-            raise TypeError(f"ops.{name} takes terms; argument {i} is {type(t).__name__}")
+            raise OpArgTypeError(f"ops.{name} takes terms; argument {i} is {type(t).__name__}")
     if len(terms) < minimum:
-        raise ValueError(f"ops.{name} needs at least {minimum} branches; got {len(terms)}")
+        raise OpArgError(f"ops.{name} needs at least {minimum} branches; got {len(terms)}")
     return tuple(terms)
 
 
@@ -449,22 +466,40 @@ def minimum(*branches: Term) -> Term:
 # Residual and dense connectivity
 # ---------------------------------------------------------------------------
 class ResidualModule(nn.Module):
-    def __init__(self, body, shortcut):
+    """``shortcut(x) + body(x)``; with ``drop_path = p > 0`` and in training, the
+    body of each sample is dropped with probability p and kept ones are scaled
+    by ``1 / (1 - p)`` (stochastic depth, Huang et al. 2016, in the rescaled
+    form), so the eval-mode function is the plain residual."""
+
+    def __init__(self, body, shortcut, drop_path: float = 0.0):
         super().__init__()
         self.body = body
         self.shortcut = shortcut
+        self.drop_path = float(drop_path)
 
     def forward(self, x):
-        return self.shortcut(x) + self.body(x)
+        out = self.body(x)
+        if self.training and self.drop_path > 0.0:
+            keep = 1.0 - self.drop_path
+            shape = (out.shape[0],) + (1,) * (out.dim() - 1)
+            out = out * (torch.rand(shape, device=out.device, dtype=out.dtype) < keep).to(out.dtype) / keep
+        return self.shortcut(x) + out
+
+    def extra_repr(self):
+        return f"drop_path={self.drop_path}" if self.drop_path else ""
 
 
 @register_family("residual")
 @dataclass(frozen=True, repr=False)
 class Residual(Term):
-    """``shortcut(x) + body(x)``; the shortcut is the identity unless given."""
+    """``shortcut(x) + body(x)``; the shortcut is the identity unless given.
+    ``drop_path`` is the per-sample probability of dropping the body in
+    training (stochastic depth); eval-mode properties do not depend on it."""
 
     body: Term
     shortcut: Optional[Term] = None
+    drop_path: float = 0.0
+    _arg_rules = {"drop_path": "[0, 1)"}  # a probability; 1 would drop every body (checked at construction)
 
     def _short(self) -> Term:
         if self.shortcut is not None:
@@ -476,7 +511,7 @@ class Residual(Term):
         return (self.body,) if self.shortcut is None else (self.body, self.shortcut)
 
     def with_children(self, children):
-        return Residual(children[0], children[1] if len(children) > 1 else None)
+        return Residual(children[0], children[1] if len(children) > 1 else None, self.drop_path)
 
     def out_type(self, t):
         try:
@@ -507,6 +542,10 @@ class Residual(Term):
     def equivariance(self, t):
         return self.body.equivariance(t) & self._short().equivariance(t)
 
+    def nonnegative(self, t, input_nonnegative=False):
+        return (self.body.nonnegative(t, input_nonnegative)
+                and self._short().nonnegative(t, input_nonnegative))
+
     @property
     def linear(self):
         return self.body.linear and self._short().linear
@@ -519,25 +558,30 @@ class Residual(Term):
         out = self._infer(t)
         body = self.body._bind(t, _join(path, "body"))
         short = self._short()._bind(t, _join(path, "shortcut"))
-        return attach(ResidualModule(body, short), self, t, out, path)
+        return attach(ResidualModule(body, short, self.drop_path), self, t, out, path)
 
     def __repr__(self):
+        extra = f", drop_path={self.drop_path!r}" if self.drop_path else ""
         if self.shortcut is None:
-            return f"residual({self.body!r})"
-        return f"residual({self.body!r}, shortcut={self.shortcut!r})"
+            return f"residual({self.body!r}{extra})"
+        return f"residual({self.body!r}, shortcut={self.shortcut!r}{extra})"
 
 
 @op("residual")
-def residual(body: Term, shortcut: Optional[Term] = None) -> Term:
-    """``identity + body`` (or ``shortcut + body``).
+def residual(body: Term, shortcut: Optional[Term] = None, drop_path: float = 0.0) -> Term:
+    """``identity + body`` (or ``shortcut + body``). ``drop_path=p`` drops the
+    body per sample with probability p in training, rescaling kept bodies by
+    ``1 / (1 - p)`` (stochastic depth).
 
     >>> from operad import ops, Field
     >>> ops.residual(ops.conv(8) >> ops.relu()).bind(Field(8)).out_type
     Field(8)
+    >>> ops.residual(ops.conv(8), drop_path=0.1)
+    residual(conv(8), drop_path=0.1)
     """
     if not isinstance(body, Term) or (shortcut is not None and not isinstance(shortcut, Term)):
-        raise TypeError("ops.residual takes terms: residual(body, shortcut=None)")
-    return Residual(body, shortcut)
+        raise OpArgTypeError("ops.residual takes terms: residual(body, shortcut=None, drop_path=0.0)")
+    return Residual(body, shortcut, float(check_prob("residual", "drop_path", drop_path, hi_open=True)))
 
 
 class DenseModule(nn.Module):
@@ -602,6 +646,10 @@ class Dense(Term):
             eq = eq & self.layer.equivariance(ti)
         return eq
 
+    def nonnegative(self, t, input_nonnegative=False):
+        """The input is part of the output: non-negative only if it and every layer's output are."""
+        return input_nonnegative and all(self.layer.nonnegative(ti, True) for ti in self._types(t)[:-1])
+
     @property
     def linear(self):
         return self.layer.linear
@@ -633,7 +681,7 @@ def dense(layer: Term, n: int) -> Term:
     Field(18)
     """
     if not isinstance(layer, Term):
-        raise TypeError(f"ops.dense takes a term; got {type(layer).__name__}")
+        raise OpArgTypeError(f"ops.dense takes a term; got {type(layer).__name__}")
     return Dense(layer, n)
 
 
@@ -687,10 +735,11 @@ def _residual_examples(draw):
     from ..conv import conv
     c = draw(st.integers(1, 5))
     body = _leaf(draw, c) >> _leaf(draw, c)
+    drop = draw(st.sampled_from([0.0, 0.0, 0.2]))
     if draw(st.booleans()):
         out = draw(st.integers(1, 6))
-        return Residual(_leaf(draw, out), conv(out, k=1, bias=False)), Field(c), _size(draw)
-    return Residual(body), Field(c), _size(draw)
+        return Residual(_leaf(draw, out), conv(out, k=1, bias=False), drop), Field(c), _size(draw)
+    return Residual(body, None, drop), Field(c), _size(draw)
 
 
 def _dense_examples(draw):

@@ -28,10 +28,12 @@ import torch
 
 Channels = Union[int, sympy.Expr]
 
+from .errors import OpArgError, OpArgTypeError, OperadError
+
 __all__ = ["Field", "TypeMismatch", "as_complex", "from_complex", "Channels"]
 
 
-class TypeMismatch(TypeError):
+class TypeMismatch(OperadError, TypeError):
     """A term cannot accept the field it is given.
 
     Raised at composition or bind time, never in ``forward``. The message
@@ -67,10 +69,10 @@ class TypeMismatch(TypeError):
 
 def _check_channels(c) -> Channels:
     if isinstance(c, bool):
-        raise TypeError(f"Field channels must be an int or a sympy expression, got {c!r}")
+        raise OpArgTypeError(f"Field channels must be an int or a sympy expression, got {c!r}")
     if isinstance(c, int):
         if c <= 0:
-            raise ValueError(f"Field channels must be positive, got {c}")
+            raise OpArgError(f"Field channels must be positive, got {c}")
         return c
     if isinstance(c, sympy.Basic):
         if c.is_Integer:
@@ -78,7 +80,7 @@ def _check_channels(c) -> Channels:
         return c
     if hasattr(c, "__index__"):
         return _check_channels(int(c))
-    raise TypeError(f"Field channels must be an int or a sympy expression, got {type(c).__name__} {c!r}")
+    raise OpArgTypeError(f"Field channels must be an int or a sympy expression, got {type(c).__name__} {c!r}")
 
 
 @dataclass(frozen=True)
@@ -111,17 +113,17 @@ class Field:
             raise ValueError(f"Field bits must be an int in 1..32, got {self.bits!r}")
         object.__setattr__(self, "channels", _check_channels(self.channels))
         if self.kind not in ("real", "complex"):
-            raise ValueError(f"Field kind must be 'real' or 'complex', got {self.kind!r}")
+            raise OpArgError(f"Field kind must be 'real' or 'complex', got {self.kind!r}")
         if self.rank not in (0, 1, 2, 3):
-            raise ValueError(f"Field rank must be 0, 1, 2 or 3, got {self.rank!r}")
+            raise OpArgError(f"Field rank must be 0, 1, 2 or 3, got {self.rank!r}")
         if self.orders is not None:
             orders = tuple(int(m) for m in self.orders)
             if not orders:
-                raise ValueError("Field orders must be None or a non-empty tuple of ints")
+                raise OpArgError("Field orders must be None or a non-empty tuple of ints")
             object.__setattr__(self, "orders", orders)
             c = self.channels
             if isinstance(c, int) and c % len(orders):
-                raise ValueError(
+                raise OpArgError(
                     f"Field({c}) cannot split into {len(orders)} order groups {orders}: "
                     f"channels must be a multiple of {len(orders)}")
 

@@ -25,6 +25,7 @@ from torch import nn
 from .combinators import _PROBES, _probe, concat_types
 from .field import Field, TypeMismatch
 from .term import ALL_TRANSFORMS, Cost, Term, _join, attach, op, register_family
+from .util import check_float, check_int
 
 __all__ = ["Links", "links", "harmonic_block", "harmonic_links"]
 
@@ -184,6 +185,9 @@ def harmonic_block(growth: int, n_layers: int, grmul: float = 1.7,
     >>> ops.harmonic_block(14, 8).bind(Field(64)).out_type
     Field(124)
     """
+    check_int("harmonic_block", "growth", growth)
+    check_int("harmonic_block", "n_layers", n_layers)
+    check_float("harmonic_block", "grmul", grmul, 0, lo_open=True)
     lks, widths, outs = harmonic_links(n_layers, growth, grmul)
     if layer is None:
         from ..activation import Activation

@@ -4,7 +4,7 @@ A macro family states its hyper-parameters and an :meth:`Macro.expand` that
 returns an ordinary expression for a given input field (the expansion may
 depend on the input width, e.g. an inverted residual's hidden width or whether
 it keeps a residual). Types, sizes, costs, equivariance and Lipschitz bounds
-all follow from the expansion, and binding binds the expansion, so the
+all follow from the expansion (and the output's sign), and binding binds the expansion, so the
 property suite checks the family through it.
 
 Sub-terms a macro holds as fields (an activation, a gate) are its
@@ -55,6 +55,9 @@ class Macro(Term):
 
     def equivariance(self, t):
         return self.expand(t).equivariance(t)
+
+    def nonnegative(self, t, input_nonnegative=False):
+        return self.expand(t).nonnegative(t, input_nonnegative)
 
     def lipschitz_bound(self, m: nn.Module, size=None):
         return self.expand(m.in_type).lipschitz_bound(m, size)

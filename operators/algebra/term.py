@@ -34,7 +34,9 @@ import sympy
 import torch
 from torch import nn
 
+from .errors import OpArgError, OpArgTypeError, OperadError
 from .field import Field, TypeMismatch
+from .util import check_term_args
 
 __all__ = [
     "Term", "Family", "FAMILIES", "OPS", "register_family", "op", "ALL_TRANSFORMS",
@@ -163,9 +165,44 @@ def register_family(name: str, examples: Optional[Callable] = None, tol: float =
         if not isinstance(cls.__dict__.get("family"), property):
             cls.family = name  # families with per-instance names (activations) keep their property
         FAMILIES[name] = Family(name, cls, examples, tol)
+        if "__init__" in cls.__dict__ and not getattr(cls.__init__, "_checks_args", False):
+            cls.__init__ = _checked_init(cls, name, cls.__init__)
         return cls
 
     return deco
+
+
+def _checked_init(cls, name: str, init):
+    """``init`` with every argument checked (:func:`~operad.operators.algebra.util.check_term_args`)
+    and the family's own ValueError/TypeError raised as :class:`OpArgError`/:class:`OpArgTypeError`,
+    so a bad hyper-parameter is an error at construction naming the op, the argument and the value."""
+    import functools
+    import inspect
+
+    sig = inspect.signature(init)
+    names = {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls) else set()
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            bound = sig.bind(self, *args, **kwargs)
+        except TypeError as e:
+            raise OpArgTypeError(f"{name}: {e}") from None
+        bound.apply_defaults()
+        values = {k: v for k, v in list(bound.arguments.items())[1:] if k in names}
+        try:  # the family's own checks first: their messages know the op best
+            init(self, *args, **kwargs)
+        except OperadError:
+            raise
+        except TypeError as e:  # often Python's own words ('<' not supported ...): say which argument
+            check_term_args(name, cls, values)
+            raise OpArgTypeError(str(e)) from None
+        except ValueError as e:  # the family's own check: its message knows the op best
+            raise OpArgError(str(e)) from None
+        check_term_args(name, cls, values)
+
+    __init__._checks_args = True
+    return __init__
 
 
 def op(family: Optional[str] = None):
@@ -217,6 +254,8 @@ class Term:
     #: whether ``out_type`` may claim fewer than 32 bits; where False (the
     #: default) a low-bit field that passes through comes out as full precision
     keeps_bits: ClassVar[bool] = False
+    #: maps non-negative inputs to non-negative outputs (pools, identity, padding)
+    keeps_nonnegative: ClassVar[bool] = False
     #: fields printed positionally in the repr
     _positional: ClassVar[Tuple[str, ...]] = ()
 
@@ -249,6 +288,20 @@ class Term:
         ``{"shift", "rot90", "flip", "rotation"}``. ``shift`` means circular
         shifts by multiples of the term's total stride."""
         return frozenset()
+
+    def nonnegative(self, t: Field, input_nonnegative: bool = False) -> bool:
+        """Whether every output is >= 0 on input ``t``, given whether the input is
+        (a ReLU's always is; a pool's or a leaky ReLU's when its input is; a GELU's never
+        is). Rewrites that need a sign (``remove_residuals``) decide by this; the
+        property suite checks it. Combinators derive it from their parts.
+
+        >>> from operad import ops, Field
+        >>> (ops.conv(4) >> ops.relu() >> ops.max_pool()).nonnegative(Field(3))
+        True
+        >>> ops.leaky_relu().nonnegative(Field(3))
+        False
+        """
+        return bool(input_nonnegative and self.keeps_nonnegative)
 
     def build(self, t: Field) -> nn.Module:
         raise NotImplementedError(f"{type(self).__name__} does not build a module")
@@ -305,7 +358,7 @@ class Term:
         if isinstance(in_type, int):
             in_type = Field(in_type)
         if in_type.is_symbolic:
-            raise TypeError(f"bind needs concrete channels; got {in_type!r}. Symbolic fields are for operad.cost")
+            raise OpArgTypeError(f"bind needs concrete channels; got {in_type!r}. Symbolic fields are for operad.cost")
         return self._bind(in_type, "")
 
     def _bind(self, t: Field, path: str) -> nn.Module:
@@ -324,7 +377,7 @@ class Term:
 
     def __mul__(self, n: int) -> "Term":
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"term * n needs a positive int n; got {n!r}")
+            raise OpArgError(f"term * n needs a positive int n; got {n!r}")
         return _COMBINATORS["repeat"](self, n)
 
     __rmul__ = __mul__
@@ -387,7 +440,7 @@ def _fmt(v) -> str:
 def _check_term(x, symbol: str):
     if not isinstance(x, Term):
         hint = " (did you forget to call it, e.g. ops.relu() instead of ops.relu?)" if callable(x) else ""
-        raise TypeError(f"cannot combine a term with {type(x).__name__} using {symbol}{hint}")
+        raise OpArgTypeError(f"cannot combine a term with {type(x).__name__} using {symbol}{hint}")
 
 
 def _flat(t: Term, cls) -> Tuple[Term, ...]:

@@ -6,15 +6,19 @@ block ``shortcut(x) + A_n(relu(... relu(A_1 x)))`` whose body is affine
 convolutions separated by ReLUs becomes a plain chain: every ``A_i`` gains
 ``C_in`` *reserve* channels that carry the block input through Dirac kernels
 (with the body's strides, so they see exactly what the shortcut subsamples),
-the ReLUs leave them unchanged because the input is non-negative, and the last
+the activations leave them unchanged because the input is non-negative and
+each is the identity on non-negative inputs (ReLU, leaky ReLU), and the last
 convolution adds the shortcut's 1x1 channel map (identity, option-A padding or
 a projection) applied to them::
 
     A_1' = [A_1; Dirac],  A_i' = [[A_i, 0], [0, Dirac]],  A_n' = [A_n | S]
 
-This is exact only where the block input is non-negative: the input must come
-from a ReLU (possibly through pooling). Blocks that do not qualify raise a
-``ValueError`` naming the block (``strict=False`` leaves them as they are).
+This is exact only where the block input is non-negative. The rewrite decides
+that by the algebra: every term declares whether its output is non-negative
+(:meth:`~operad.Term.nonnegative`: a ReLU, ReLU6 or sigmoid's always is; a
+pool's or leaky ReLU's only when its input is; a GELU's or convolution's not).
+Blocks that do not qualify raise a ``ValueError`` naming the block
+(``strict=False`` leaves them as they are, which is always exact).
 
 >>> import torch
 >>> from operad import ops, Field
@@ -41,9 +45,6 @@ from ..algebra.term import Term
 
 __all__ = ["remove_residuals"]
 
-# families that map non-negative inputs to non-negative outputs, and those that make them
-_KEEPS_SIGN = {"max_pool", "avg_pool", "subsample", "pad_channels", "channel_pad", "identity", "dropout"}
-_RELUS = {"relu", "leaky_relu"}
 
 
 def _dirac(c: int, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -52,15 +53,21 @@ def _dirac(c: int, k: int, like: torch.Tensor) -> torch.Tensor:
     return w
 
 
+def _carries(term: Term) -> bool:
+    """An activation that passes the reserve channels (x >= 0) unchanged."""
+    return bool(getattr(term, "identity_on_nonnegative", False))
+
+
 def _body_parts(body: nn.Module) -> Optional[List[nn.Module]]:
-    """The body as [affine, relu, affine, relu, ..., affine] nodes, or None."""
+    """The body as [affine, act, affine, act, ..., affine] nodes, with every act the
+    identity on non-negative inputs, or None."""
     kids = list(body.children()) if isinstance(body.term, (Seq, Repeat)) else [body]
     parts, expect_affine = [], True
     for k in kids:
         if expect_affine:
             if affine_of(k) is None:
                 return None
-        elif k.term.family not in _RELUS:
+        elif not _carries(k.term):
             return None
         parts.append(k)
         expect_affine = not expect_affine
@@ -73,7 +80,8 @@ def _rm_block(m: nn.Module) -> List[Tuple[Term, object]]:
     short = affine_of(m.shortcut)
     why = None
     if parts is None:
-        why = "its body is not affine convolutions separated by ReLUs (fuse it first; other units cannot carry the input)"
+        why = ("its body is not affine convolutions separated by activations that are the identity on "
+               "non-negative inputs (ReLU or leaky ReLU; others, e.g. ReLU6 or GELU, cannot carry the input)")
     elif short is None or short.k != 1:
         why = "its shortcut is not a 1x1 linear map (identity, option A, or a 1x1 conv + BN)"
     affs = [affine_of(p) for p in parts[::2]] if parts else []
@@ -143,10 +151,7 @@ def _rm(m: nn.Module, nonneg: bool, strict: bool) -> Tuple[Tuple[Term, object], 
             if strict:
                 raise
             return _keep(m), False
-    fam = term.family
-    if fam in _RELUS:
-        return _keep(m), True
-    return _keep(m), nonneg and fam in _KEEPS_SIGN
+    return _keep(m), term.nonnegative(m.in_type, nonneg)
 
 
 def remove_residuals(module: nn.Module, strict: bool = True, input_nonnegative: bool = False) -> nn.Module:
