@@ -38,6 +38,8 @@ def test_inferred_type_matches_output(name, data):
     assert tuple(y.shape) == expected, f"{term!r} on {t!r} at {size}: inferred {expected}, got {tuple(y.shape)}"
     assert y.dtype == x.dtype
     assert m.out_type == term.out_type(t)
+    if m.out_type.bits < 32:  # a b-bit field takes at most 2**b values
+        assert y.unique().numel() <= 2 ** m.out_type.bits, f"{term!r}: {m.out_type!r} but {y.unique()}"
 
 
 @pytest.mark.parametrize("name", FAMILY_NAMES)

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+from fractions import Fraction
 from typing import Optional, Sequence, Tuple, Union
 
 import sympy
@@ -57,10 +58,12 @@ def cost(obj: Union[Term, nn.Module], in_type: Optional[Field] = None,
     else:
         sz = None
     c = term.cost(t, sz)
-    return Cost(_clean(c.params), _clean(c.macs))
+    return Cost(_clean(c.params), _clean(c.macs), _clean(c.bops), _clean(c.bytes))
 
 
 def _clean(e):
+    if isinstance(e, Fraction):
+        return int(e) if e.denominator == 1 else sympy.Rational(e.numerator, e.denominator)
     if isinstance(e, float) and e.is_integer():
         return int(e)
     if isinstance(e, sympy.Basic):
@@ -71,8 +74,14 @@ def _clean(e):
 
 
 def count(module: nn.Module, x_or_shape: Union[torch.Tensor, Sequence[int]]) -> Cost:
-    """Measure a module: parameters by ``numel`` and MACs as half the FLOPs
-    that :class:`~torch.utils.flop_counter.FlopCounterMode` counts, per sample.
+    """Measure a module: parameters by ``numel``, MACs as half the FLOPs that
+    :class:`~torch.utils.flop_counter.FlopCounterMode` counts, per sample, and
+    from those, bit operations and storage.
+
+    BOPs: the MACs each module computes itself (its FLOPs minus its children's)
+    times its ``bop_bits()`` (``w_bits * a_bits``; 1024 for modules that do not
+    define it). Bytes: every module's own parameters at 32 bits, or what its
+    ``storage_bits()`` returns (binary weights at 1 bit plus their ``alpha``).
 
     >>> from operad import ops, Field
     >>> m = ops.conv(8, bias=False).bind(Field(3))
@@ -81,15 +90,51 @@ def count(module: nn.Module, x_or_shape: Union[torch.Tensor, Sequence[int]]) -> 
     """
     x = x_or_shape if isinstance(x_or_shape, torch.Tensor) else torch.randn(*x_or_shape)
     params = sum(p.numel() for p in module.parameters())
+    storage = sum(_storage_bits(m) for m in module.modules())
     was_training = module.training
     module.eval()
+    bit_flops = [0]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as fc:
-            module(x)
+            hooks = _bop_hooks(module, fc, bit_flops)
+            try:
+                module(x)
+            finally:
+                for h in hooks:
+                    h.remove()
     finally:
         module.train(was_training)
     flops = fc.get_total_flops()
     batch = x.shape[0]
-    if flops % (2 * batch):
-        return Cost(params, flops / (2 * batch))
-    return Cost(params, flops // (2 * batch))
+    macs = flops / (2 * batch) if flops % (2 * batch) else flops // (2 * batch)
+    return Cost(params, macs, _clean(Fraction(bit_flops[0], 2 * batch)), _clean(Fraction(storage, 8)))
+
+
+def _storage_bits(m: nn.Module) -> int:
+    own = getattr(m, "storage_bits", None)
+    if own is not None:
+        return int(own())
+    return 32 * sum(p.numel() for p in m.parameters(recurse=False))
+
+
+def _bop_hooks(module: nn.Module, fc: FlopCounterMode, acc: list) -> list:
+    """Forward hooks that add each module's own FLOPs times its bits to ``acc[0]``."""
+    stack = []
+
+    def pre(m, args):
+        stack.append([fc.get_total_flops(), 0])
+
+    def post(m, args, out):
+        start, children = stack.pop()
+        delta = fc.get_total_flops() - start
+        own = delta - children
+        bits = m.bop_bits() if hasattr(m, "bop_bits") else 1024
+        acc[0] += own * int(bits)
+        if stack:
+            stack[-1][1] += delta
+
+    hooks = []
+    for m in module.modules():
+        hooks.append(m.register_forward_pre_hook(pre))
+        hooks.append(m.register_forward_hook(post))
+    return hooks

@@ -29,6 +29,7 @@ class Row:
     lipschitz: Optional[float]
     equivariance: str
     leaf: bool
+    bytes: object = None  # parameter storage at the parameters' bit widths
 
 
 @dataclass
@@ -42,13 +43,13 @@ class Summary:
     lipschitz: Optional[float]
 
     def __str__(self) -> str:
-        head = ("path", "operator", "in", "out", "params", "MACs", "Lip", "equiv")
+        head = ("path", "operator", "in", "out", "params", "bytes", "MACs", "Lip", "equiv")
         body = []
         for r in self.rows:
             lip = "-" if r.lipschitz is None else f"{r.lipschitz:.3g}"
             op = r.op if len(r.op) <= 40 else r.op[:37] + "..."
             body.append(("  " * r.depth + r.path, op, r.in_type, r.out_type,
-                         f"{r.params:,}", f"{r.macs:,}", lip, r.equivariance or "-"))
+                         f"{r.params:,}", _bytes(r.bytes), f"{r.macs:,}", lip, r.equivariance or "-"))
         widths = [max(len(str(x[i])) for x in [head] + body) for i in range(len(head))]
         fmt = lambda row: "  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip()
         lines = [fmt(head), "-" * (sum(widths) + 2 * (len(widths) - 1))]
@@ -56,7 +57,8 @@ class Summary:
         lines.append("-" * len(lines[1]))
         lip = "-" if self.lipschitz is None else f"{self.lipschitz:.4g}"
         lines.append(f"input {tuple(self.input_shape)}: {self.total.params:,} params, "
-                     f"{self.total.macs:,} MACs, Lipschitz bound {lip}")
+                     f"{_bytes(self.total.bytes)} bytes, {self.total.macs:,} MACs, "
+                     f"{_bytes(self.total.bops)} BOPs, Lipschitz bound {lip}")
         lines.append(f"params = {self.formula.params}")
         lines.append(f"MACs   = {self.formula.macs}")
         return "\n".join(lines)
@@ -96,7 +98,7 @@ def summary(module: nn.Module, input_shape: Sequence[int], max_depth: Optional[i
         eq = t.equivariance(m.in_type)
         rows.append(Row(depth, m.path, _short(t), repr(m.in_type), repr(m.out_type), _num(c.params),
                         _num(c.macs), lipschitz_of(m, size), ",".join(_SHORT[e] for e in sorted(eq, key=list(_SHORT).index)),
-                        not kids))
+                        not kids, c.bytes))
         if max_depth is not None and depth >= max_depth:
             return
         # children see sizes in sequence for Seq, the same size for branches
@@ -112,6 +114,15 @@ def summary(module: nn.Module, input_shape: Sequence[int], max_depth: Optional[i
     total = _cost(module, size=size)
     formula = _cost(module)
     return Summary(rows, input_shape, total, formula, lipschitz_of(module, size))
+
+
+def _bytes(v) -> str:
+    """Bytes (or BOPs) for the table: an int with separators, or one decimal for a fraction."""
+    try:
+        f = float(v)
+    except TypeError:
+        return str(v)
+    return f"{int(f):,}" if f == int(f) else f"{f:,.1f}"
 
 
 def _num(v):

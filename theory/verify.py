@@ -204,7 +204,7 @@ def cost(module: nn.Module, x: torch.Tensor) -> Report:
     """Compare the algebra's exact cost with the counted one (params and MACs)."""
     claimed = _cost(module, size=tuple(x.shape[-2:]) if module.in_type.rank == 2 else None)
     measured = _count(module, x)
-    ok = claimed.params == measured.params and claimed.macs == measured.macs
+    ok = claimed == measured
     return Report("cost", f"{measured.params} params, {measured.macs} MACs",
                   f"{claimed.params} params, {claimed.macs} MACs", ok)
 

@@ -83,6 +83,7 @@ class SeqModule(nn.Sequential):
 @combinator("seq")
 @dataclass(frozen=True, repr=False)
 class Seq(Term):
+    keeps_bits = True  # the type its parts infer
     items: Tuple[Term, ...]
 
     def __post_init__(self):
@@ -163,6 +164,7 @@ class Seq(Term):
 @dataclass(frozen=True, repr=False)
 class Repeat(Term):
     """``block * n``: n copies of a block in sequence, each with its own weights."""
+    keeps_bits = True  # the type its parts infer
 
     family = "repeat"
     block: Term
@@ -212,6 +214,7 @@ class Repeat(Term):
 @dataclass(frozen=True, repr=False)
 class Named(Term):
     """A term with a name: the module key and the path segment of its node."""
+    keeps_bits = True  # the type its parts infer
 
     inner: Term
     name: str
@@ -371,7 +374,7 @@ class Sum(_BranchTerm):
     def out_type(self, t):
         types = self._branch_types(t)
         for i, o in enumerate(types[1:], 1):
-            if o != types[0]:
+            if o.with_(bits=32) != types[0].with_(bits=32):
                 raise TypeMismatch(f"expects branches that produce one field; branch[0] gives {types[0]!r}, "
                                    f"branch[{i}] gives {o!r}", op="sum")
         return types[0]
@@ -418,7 +421,7 @@ class Minimum(_BranchTerm):
             if o.is_complex:
                 raise TypeMismatch(f"expects real branches (complex numbers have no order); "
                                    f"branch[{i}] gives {o!r}", op="minimum")
-            if o != types[0]:
+            if o.with_(bits=32) != types[0].with_(bits=32):
                 raise TypeMismatch(f"expects branches that produce one field; branch[0] gives {types[0]!r}, "
                                    f"branch[{i}] gives {o!r}", op="minimum")
         return types[0]
@@ -519,7 +522,7 @@ class Residual(Term):
             short = self._short()._infer(t)
         except TypeMismatch as e:
             raise e.at("shortcut") from None
-        if out != short:
+        if out.with_(bits=32) != short.with_(bits=32):
             raise TypeMismatch(
                 f"expects a body that keeps the shortcut's field; the shortcut gives {short!r}, the body "
                 f"{out!r} (pass residual(f, shortcut=...) to change the width)", op="residual")

@@ -8,6 +8,8 @@ spatial rank (2 for images, 0 after global pooling)::
     Field(16)
     >>> Field(8, kind="complex", orders=(0, 1))
     Field(8, complex, orders=(0, 1))
+    >>> Field(16, bits=1)   # binary activations (ops.sign)
+    Field(16, bits=1)
 
 Complex fields are stored as real tensors with the real and imaginary part of
 each channel interleaved: channel ``2j`` holds ``Re z_j`` and ``2j + 1`` holds
@@ -88,7 +90,10 @@ class Field:
     ``channels`` counts complex channels for a complex field (the tensor holds
     twice as many real channels, see :attr:`tensor_channels`). ``orders``, for
     circular-harmonic fields, gives one rotation order per channel group; the
-    channels split into ``len(orders)`` equal groups.
+    channels split into ``len(orders)`` equal groups. ``bits`` is the width of
+    one value: 32 (full precision, the default), 1 after ``ops.sign()``, k after
+    ``ops.quantize(k)``; a field of ``bits=b`` takes at most ``2**b`` distinct
+    values. Families that do not declare ``keeps_bits`` give full-precision output.
 
     >>> Field(4, kind="complex", orders=(0, 1)).group_size
     2
@@ -101,8 +106,11 @@ class Field:
     kind: str = "real"
     orders: Optional[Tuple[int, ...]] = None
     rank: int = 2
+    bits: int = 32
 
     def __post_init__(self):
+        if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 1 <= self.bits <= 32:
+            raise ValueError(f"Field bits must be an int in 1..32, got {self.bits!r}")
         object.__setattr__(self, "channels", _check_channels(self.channels))
         if self.kind not in ("real", "complex"):
             raise OpArgError(f"Field kind must be 'real' or 'complex', got {self.kind!r}")
@@ -139,7 +147,7 @@ class Field:
 
     def with_(self, **changes) -> "Field":
         """A copy with some attributes changed: ``Field(8).with_(channels=16)``."""
-        d = dict(channels=self.channels, kind=self.kind, orders=self.orders, rank=self.rank)
+        d = dict(channels=self.channels, kind=self.kind, orders=self.orders, rank=self.rank, bits=self.bits)
         d.update(changes)
         return Field(**d)
 
@@ -167,6 +175,8 @@ class Field:
             parts.append(f"orders={self.orders}")
         if self.rank != 2:
             parts.append(f"rank={self.rank}")
+        if self.bits != 32:
+            parts.append(f"bits={self.bits}")
         return f"Field({', '.join(parts)})"
 
 

@@ -31,6 +31,7 @@ class Macro(Term):
     """
 
     _sub: Tuple[str, ...] = ()
+    keeps_bits = True  # the type its expansion infers
 
     def expand(self, t: Field) -> Term:  # pragma: no cover - abstract
         raise NotImplementedError

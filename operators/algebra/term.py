@@ -24,8 +24,10 @@ and a constructor ``@op("scale") def scale(factor=2.0): return Scale(factor)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterator, Optional, Sequence, Tuple
 
 import sympy
@@ -48,39 +50,67 @@ POINTWISE: FrozenSet[str] = frozenset({"shift", "rot90", "flip"})
 
 @dataclass(frozen=True)
 class Cost:
-    """Parameters and multiply-adds of an operator for one sample.
+    """Parameters, multiply-adds, bit operations and storage of an operator for one sample.
 
     ``macs`` follows :class:`torch.utils.flop_counter.FlopCounterMode`: half the
     FLOPs of convolutions, matrix products (mm, addmm, bmm, einsum) and
     scaled-dot-product attention. Element-wise work (activations, norms,
     additions, pooling, biases) is not counted, as the counter does not.
-    Fields may be ints or sympy expressions.
+
+    ``bops`` counts bit operations: every MAC costs ``w_bits * a_bits`` (the
+    widths of its weight and of its input), so a float32 MAC counts 1024 and a
+    binary (XNOR) one 1. ``bytes`` is parameter storage at the parameters' bit
+    widths (``numel * bits / 8``, so it may be a fraction of a byte): binary
+    weights 1/8 byte each plus their float32 ``alpha`` per filter, batch norm
+    its affine scale and shift. Left out, they default to full precision
+    (``1024 * macs`` and ``4 * params``), and the repr prints them only when
+    they differ from that. Fields may be ints, rationals or sympy expressions.
 
     >>> Cost(10, 20) + Cost(1, 2)
     Cost(params=11, macs=22)
+    >>> Cost(10, 20).bops, Cost(10, 20).bytes
+    (20480, 40)
+    >>> Cost(8, 20, bops=20, bytes=1)
+    Cost(params=8, macs=20, bops=20, bytes=1)
     """
 
     params: Any = 0
     macs: Any = 0
+    bops: Any = None
+    bytes: Any = None
+
+    def __post_init__(self):
+        if self.bops is None:
+            object.__setattr__(self, "bops", _simp(1024 * self.macs))
+        if self.bytes is None:
+            object.__setattr__(self, "bytes", _simp(4 * self.params))
+
+    def _fields(self):
+        return (self.params, self.macs, self.bops, self.bytes)
 
     def __add__(self, other: "Cost") -> "Cost":
-        return Cost(_simp(self.params + other.params), _simp(self.macs + other.macs))
+        return Cost(*(_simp(a + b) for a, b in zip(self._fields(), other._fields())))
 
     def __mul__(self, n) -> "Cost":
-        return Cost(_simp(self.params * n), _simp(self.macs * n))
+        return Cost(*(_simp(a * n) for a in self._fields()))
 
     __rmul__ = __mul__
 
     def subs(self, *args, **kwargs) -> "Cost":
         """Substitute symbols: ``cost.subs({H: 32, W: 32})``."""
         f = lambda e: _simp(sympy.sympify(e).subs(*args, **kwargs))
-        return Cost(f(self.params), f(self.macs))
+        return Cost(*(f(a) for a in self._fields()))
 
     def __repr__(self) -> str:
-        return f"Cost(params={self.params}, macs={self.macs})"
+        s = f"Cost(params={self.params}, macs={self.macs}"
+        if _simp(self.bops - 1024 * self.macs) != 0 or _simp(self.bytes - 4 * self.params) != 0:
+            s += f", bops={self.bops}, bytes={self.bytes}"
+        return s + ")"
 
 
 def _simp(e):
+    if isinstance(e, Fraction):
+        return int(e) if e.denominator == 1 else e
     if isinstance(e, sympy.Basic):
         e = sympy.expand(e)
         if e.is_Integer:
@@ -221,10 +251,19 @@ class Term:
 
     family: ClassVar[str] = "term"
     linear: ClassVar[bool] = False
+    #: whether ``out_type`` may claim fewer than 32 bits; where False (the
+    #: default) a low-bit field that passes through comes out as full precision
+    keeps_bits: ClassVar[bool] = False
     #: maps non-negative inputs to non-negative outputs (pools, identity, padding)
     keeps_nonnegative: ClassVar[bool] = False
     #: fields printed positionally in the repr
     _positional: ClassVar[Tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        f = cls.__dict__.get("out_type")
+        if f is not None and not getattr(f, "_bits_checked", False):
+            cls.out_type = _full_precision_unless_kept(f)
 
     # ----- what a family states -------------------------------------------
     def out_type(self, t: Field) -> Field:
@@ -366,6 +405,21 @@ class Term:
             else:
                 args.append(f"{f.name}={_fmt(v)}")
         return f"{self.family}({', '.join(args)})"
+
+
+def _full_precision_unless_kept(f):
+    """Wrap a family's ``out_type``: a field with ``bits < 32`` survives only
+    through families that declare ``keeps_bits`` (sign, quantizers, sequences)."""
+
+    @functools.wraps(f)
+    def out_type(self, t):
+        out = f(self, t)
+        if isinstance(out, Field) and out.bits != 32 and not self.keeps_bits:
+            out = out.with_(bits=32)
+        return out
+
+    out_type._bits_checked = True
+    return out_type
 
 
 def _same(a, b) -> bool:

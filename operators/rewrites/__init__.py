@@ -9,6 +9,10 @@ is this package.
 ``remove_residuals``       residual-free deployment form (RMNet)
 ``to_dendritic``           move ReLUs onto the connections they feed
 ``to_min``                 residual units to Min blocks (Min-Nets)
+``binarize``               convs and linears to BWN/XNOR binary layers
+``quantize``               convs and linears to QNN k-bit layers
+``pack``                   a trained binary/quantized network's deployment
+                           form (sign bits + alpha, integer levels + scale)
 =========================  ====================================================
 
 >>> from operad import ops, rewrite
@@ -20,5 +24,9 @@ from .fuse import fuse
 from .remove_residuals import remove_residuals
 from .to_dendritic import to_dendritic
 from .to_min import to_min
+from .binarize import binarize
+from .quantize import quantize
+from .pack import pack
 
-__all__ = ["substitute", "matcher", "fuse", "remove_residuals", "to_dendritic", "to_min"]
+__all__ = ["substitute", "matcher", "fuse", "remove_residuals", "to_dendritic", "to_min", "binarize", "quantize",
+           "pack"]

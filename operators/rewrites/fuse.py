@@ -115,7 +115,7 @@ def affine_of(m: nn.Module) -> Optional[Affine]:
     if term is None or t is None or t.rank != 2 or t.is_complex:
         return None
     fam = term.family
-    if isinstance(term, Conv):
+    if isinstance(term, Conv) and term.linear:  # binary and quantized convs are not affine in W
         kh, kw = m.kernel_size
         if kh != kw or kh % 2 == 0 or m.dilation != (1, 1) or m.padding != ((kh - 1) // 2,) * 2:
             return None

@@ -90,7 +90,7 @@ def _push(t: Term, state: int, heads: bool) -> Tuple[Optional[Term], int]:
     fed = state == _PENDING or (state == _NONNEG and heads)
     if type(t) is Conv and t.groups == 1 and fed:
         return DendriticConv(t.out, t.k, t.stride, t.dilation, t.bias, t.padding, t.padding_mode), _NONE
-    if isinstance(t, Linear) and fed:
+    if type(t) is Linear and fed:
         return DendriticLinear(t.out, t.bias), _NONE
     if isinstance(t, Residual):
         if state == _PENDING:
