@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # CIFAR-10 for the demo: $OPERAD_DATA, else ../shared/data beside the checkout, else ./data
 DATA   ?= $(or $(OPERAD_DATA),$(wildcard ../shared/data),data)
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench clean gpu-suite
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -q -m "slow or not slow" $(PYTEST_ARGS)
+
+# The one-call GPU suite (operad gpu-suite; SMOKE=1 runs it on the CPU at tiny sizes)
+GPU_BUDGET ?= 540
+GPU_OUT    ?= experiments/results/gpu/$(shell date +%Y-%m-%d)
+gpu-suite: install
+	$(BIN)/operad gpu-suite --budget $(GPU_BUDGET) --out $(GPU_OUT) --data $(DATA) $(if $(SMOKE),--smoke,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,37 @@
+"""The GPU suite's smoke mode runs every section on the CPU (CI keeps the GPU path alive)."""
+import json
+import os
+
+from operad.experiments import gpu_suite
+
+
+def test_gpu_suite_smoke_runs_every_section(shared_data, tmp_path):
+    from operad.experiments.cli import main
+
+    out = str(tmp_path / "suite")
+    assert main(["gpu-suite", "--smoke", "--budget", "120", "--out", out, "--data", shared_data]) == 0
+    with open(os.path.join(out, "suite.json")) as f:
+        res = json.load(f)
+    assert [s["name"] for s in res["sections"]] == [s[0] for s in gpu_suite.SECTIONS]
+    status = {s["name"]: s["status"] for s in res["sections"]}
+    assert all(v != "failed" for v in status.values()), [s.get("error") for s in res["sections"]]
+    byname = {s["name"]: s.get("result") or {} for s in res["sections"]}
+    assert byname["correctness"]["total"] > 50 and byname["correctness"]["passed"] > 40
+    assert len(byname["throughput"]["rows"]) == len(gpu_suite.THROUGHPUT_MODELS)
+    assert all("ratio" in r for r in byname["operator_ratios"]["rows"])
+    assert byname["claims"]["verdicts"]
+    for f in ("SUITE.md", "throughput.png", "operator_ratios.png", os.path.join("claims", "RESULTS.md")):
+        assert os.path.isfile(os.path.join(out, f)), f
+
+
+def test_a_failing_section_is_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
+    def boom(ctx):
+        raise RuntimeError("section exploded")
+
+    sections = [("environment", 0.5, gpu_suite.environment), ("broken", 0.1, boom),
+                ("environment2", 0.4, gpu_suite.environment)]
+    monkeypatch.setattr(gpu_suite, "SECTIONS", sections)
+    res = gpu_suite.run_suite(str(tmp_path), budget=10, smoke=True)
+    assert [s["status"] for s in res["sections"]] == ["ok", "failed", "ok"]
+    assert "section exploded" in res["sections"][1]["error"]
+    assert "section exploded" in open(tmp_path / "SUITE.md").read()
