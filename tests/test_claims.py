@@ -97,3 +97,19 @@ def test_cli_reproduce_list(capsys):
 def test_unknown_claim_is_a_clear_error():
     with pytest.raises(KeyError, match="did you mean 'minnet_jpeg'"):
         get_claims(["minnet_jpg"])
+
+
+def test_chance_level_arms_are_inconclusive():
+    from operad.experiments.claims.runner import _at_chance
+
+    assert _at_chance({"a": {"top1": [0.1, 0.12, 0.1]}, "b": {"top1": [0.1, 0.1, 0.1]}})
+    assert not _at_chance({"a": {"top1": [0.3, 0.32, 0.3]}, "b": {"top1": [0.1, 0.1, 0.1]}})
+
+
+def test_deadline_stops_before_a_run(tmp_path):
+    import time
+
+    from operad.experiments.claims.runner import OutOfTime, run_claim
+
+    with pytest.raises(OutOfTime):
+        run_claim(get_claims(["minnet_top1"])[0], "smoke", 2, str(tmp_path), deadline=time.time() - 1)

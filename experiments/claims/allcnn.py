@@ -12,6 +12,6 @@ register(
           direction="noninferior", margin=0.01,
           arms=[Arm("allcnn_c", config="allcnn_vs_maxpool", run="allcnn_c"),
                 Arm("convpool_cnn_c", config="allcnn_vs_maxpool", run="convpool_cnn_c")],
-          profiles=cifar_profiles(120, 5, gpu_epochs=20), gpu_priority=3,
+          profiles=cifar_profiles(60, 3), gpu_priority=3,
           note="non-inferiority within 1 point of top-1"),
 )

@@ -79,10 +79,11 @@ def metric_value(metric: str, summary: Dict[str, Any]) -> float:
 
 
 def cifar_profiles(cpu_subset: int, cpu_epochs: int, cpu_batch: int = 64, cpu_lr: float = 0.05,
-                   gpu_epochs: int = 15, **cpu_extra: Any) -> Dict[str, Dict[str, Any]]:
+                   gpu_epochs: int = 8, **cpu_extra: Any) -> Dict[str, Dict[str, Any]]:
     """Standard CIFAR-10 profiles: ``smoke`` (seconds), ``cpu`` (``cpu_subset``
     images per class for ``cpu_epochs`` epochs, one thread, 100 test images per
-    class), ``gpu`` (the full set for ``gpu_epochs``) and ``full`` (the config's
+    class), ``gpu`` (the full set for ``gpu_epochs``: every arm and seed within a few
+    minutes of the GPU suite) and ``full`` (the config's
     own paper schedule).
 
     >>> cifar_profiles(200, 4)["cpu"]["epochs"]
@@ -125,6 +126,7 @@ class Claim:
     rel_tol: float = 0.0
     bound: Optional[float] = None
     gpu_priority: int = 0
+    dataset_classes: int = 10  # 10 for CIFAR-10 (a chance-level guard); 0 where it does not apply
     note: str = ""  # what the CPU scale can and cannot show
 
     @property

@@ -24,7 +24,7 @@ from . import get_claims
 from .base import Arm, Claim, metric_value
 from .stats import interval, mean_std, one_sample, paired
 
-__all__ = ["arm_config", "run_arm", "run_claim", "reproduce", "commit_id", "device_name"]
+__all__ = ["arm_config", "run_arm", "run_claim", "reproduce", "commit_id", "device_name", "OutOfTime"]
 
 _NOT_HASHED = ("name", "out_dir", "progress", "experiment", "claim", "seed", "data_root", "log_every")
 
@@ -109,8 +109,22 @@ def _grade_measured(c: Claim, values: List[float]) -> Dict[str, Any]:
     return g
 
 
+class OutOfTime(RuntimeError):
+    """A claim could not start its next run before the deadline."""
+
+
+def _at_chance(arms: Dict[str, Any], chance: float = 0.15) -> bool:
+    """Every arm's mean top-1 is near chance (CIFAR-10: 10%), so no comparison means anything.
+
+    >>> _at_chance({"a": {"top1": [0.1, 0.11]}, "b": {"top1": [0.12, 0.1]}})
+    True
+    """
+    means = [sum(a["top1"]) / len(a["top1"]) for a in arms.values() if a["top1"] and None not in a["top1"]]
+    return bool(means) and len(means) == len(arms) and all(m < chance for m in means)
+
+
 def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "", progress: bool = True,
-              tick=None) -> Dict[str, Any]:
+              tick=None, deadline: Optional[float] = None) -> Dict[str, Any]:
     """Run (or reuse) every arm and seed of one claim, grade it, write its JSON and PNG."""
     from .report import plot_claim
 
@@ -134,6 +148,8 @@ def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "",
         for arm in c.arms:
             vals, top1, dirs, secs = [], [], [], []
             for s in range(seeds):
+                if deadline is not None and time.time() > deadline:
+                    raise OutOfTime(f"{c.name}: the deadline passed before {arm.name} seed {s}")
                 cfg = arm_config(c, arm, profile, s, out, data_root, progress)
                 summ = run_arm(cfg)
                 vals.append(metric_value(c.metric, summ))
@@ -147,6 +163,8 @@ def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "",
         res["arms"] = arms
         a, b = (arms[x.name]["values"] for x in c.arms)
         res["grade"] = paired(a, b, c.direction, c.margin)
+        if c.dataset_classes == 10 and _at_chance(arms):
+            res["grade"].update(verdict="inconclusive", reason="every arm is at chance top-1 (< 15%)")
     res["verdict"] = res["grade"]["verdict"]
     res["wall_s"] = round(time.time() - t0, 1)
     os.makedirs(out, exist_ok=True)
@@ -182,7 +200,12 @@ def reproduce(names: Optional[Sequence[str]], profile: str = "cpu", seeds: int =
             if deadline is not None and time.time() > deadline:
                 break
             bar.set_postfix_str(c.name)
-            r = run_claim(c, profile, seeds, out, data_root, progress, tick=lambda msg: bar.update(1))
+            try:
+                r = run_claim(c, profile, seeds, out, data_root, progress, tick=lambda msg: bar.update(1),
+                              deadline=deadline)
+            except OutOfTime as e:
+                bar.write(str(e))
+                break
             results.append(r)
             write_results(out)
             bar.write(f"{c.name}: {r['verdict']}")

@@ -14,5 +14,5 @@ register(
           "ResNet-18 on CIFAR-10 (within 1 point)", metric="top1", direction="noninferior", margin=0.01,
           arms=[Arm("twin_resnet18", config="twin_cmod_vs_resnet", run="twin_resnet18"),
                 Arm("resnet18", config="twin_cmod_vs_resnet", run="resnet18")],
-          profiles=cifar_profiles(150, 4, gpu_epochs=20), gpu_priority=8),
+          profiles=cifar_profiles(80, 3), gpu_priority=8),
 )

@@ -6,7 +6,7 @@ DENDRITIC = "Dendritic units: products / minima over dendritic branches (operad'
 
 _MIN_ARMS = [Arm("min_resnet20", config="min_resnet_vs_resnet", run="min_resnet20"),
              Arm("resnet20", config="min_resnet_vs_resnet", run="resnet20")]
-_MIN_PROF = cifar_profiles(250, 4, gpu_epochs=20)
+_MIN_PROF = cifar_profiles(250, 4)
 
 register(
     Claim("minnet_jpeg", MIN, "Min-Nets", "Min-ResNet-20 loses less top-1 to JPEG compression (q80..40) than "
@@ -20,6 +20,6 @@ register(
           margin=0.01,
           arms=[Arm("dendritic_resnet20", config="dendritic_vs_resnet", run="dendritic_resnet20"),
                 Arm("resnet20", config="dendritic_vs_resnet", run="resnet20")],
-          profiles=cifar_profiles(40, 2, gpu_epochs=20), gpu_priority=3,
+          profiles=cifar_profiles(40, 2), gpu_priority=3,
           note="the dendritic convolution is slow on the CPU: the cpu profile trains on 400 images only"),
 )
