@@ -113,3 +113,12 @@ def test_deadline_stops_before_a_run(tmp_path):
 
     with pytest.raises(OutOfTime):
         run_claim(get_claims(["minnet_top1"])[0], "smoke", 2, str(tmp_path), deadline=time.time() - 1)
+
+
+@pytest.mark.parametrize("mod", ["stats", "base", "report", "runner"])
+def test_docstring_examples(mod):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(f"operad.experiments.claims.{mod}"))
+    assert res.failed == 0 and res.attempted > 0

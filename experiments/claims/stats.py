@@ -3,7 +3,7 @@ confidence interval, and the verdict rule.
 
 >>> round(t_quantile(0.975, 2), 3)
 4.303
->>> g = paired([0.52, 0.55, 0.51], [0.50, 0.50, 0.49], "greater")
+>>> g = paired([0.52, 0.53, 0.54], [0.50, 0.50, 0.50], "greater")
 >>> g["verdict"], round(g["diff_mean"], 4)
 ('reproduced', 0.03)
 """
