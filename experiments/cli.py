@@ -299,7 +299,8 @@ def cmd_gpu_suite(a) -> int:
     """Run the GPU suite (or its CPU smoke mode) within a time budget."""
     from operad.experiments.gpu_suite import run_suite
 
-    res = run_suite(a.out, budget=a.budget, smoke=a.smoke, data_root=a.data)
+    res = run_suite(a.out, budget=a.budget, smoke=a.smoke, data_root=a.data,
+                    sections=a.sections.split(",") if a.sections else None)
     failed = [s["name"] for s in res["sections"] if s["status"] == "failed"]
     print(f"gpu-suite: {len(res['sections'])} sections, failed: {', '.join(failed) or 'none'}; "
           f"report {os.path.join(a.out, 'SUITE.md')}")
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--out", default="gpu_suite", help="output folder (default gpu_suite/)")
     gs.add_argument("--smoke", action="store_true", help="every section on the CPU at tiny sizes (~1 minute)")
     gs.add_argument("--data", help="data root (default $OPERAD_DATA, ../shared/data, /tmp/data, ./data)")
+    gs.add_argument("--sections", help="comma-separated subset, e.g. camvid (default: all, in order)")
     gs.set_defaults(fn=cmd_gpu_suite)
     return p
 

@@ -21,7 +21,8 @@ rewritten after every section, so a run cut short keeps what it measured.
 Data on a GPU machine (``../shared`` may be absent): ``../shared/tools/device-data cifar10``
 (or ``camvid``) packs one data set into ``.device/`` in the project root (ignored
 by git; about 55 and 34 MiB); on the GPU machine ``python3 .device/unpack.py /tmp/data``
-restores the usual layout, then ``operad gpu-suite --data /tmp/data``. Pack and
+restores the usual layout, then ``operad gpu-suite --data /tmp/data`` (CIFAR-10), and in
+a separate call ``operad gpu-suite --sections camvid --data /tmp/data`` (CamVid). Pack and
 move one data set at a time.
 
 >>> from operad.experiments.gpu_suite import SECTIONS
@@ -473,13 +474,17 @@ def run_suite(out: str, budget: float = 540.0, smoke: bool = False, data_root: O
     res: Dict[str, Any] = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                            "budget_s": budget, "smoke": smoke, "device": str(device), "commit": commit_id(),
                            "data_root": ctx.data_root, "sections": [], "notes": ctx.notes}
+    unknown = set(sections or ()) - {s[0] for s in SECTIONS}
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}; the sections are {[s[0] for s in SECTIONS]}")
     chosen = [s for s in SECTIONS if not sections or s[0] in sections]
+    scale = 1.0 / sum(s[1] for s in chosen)  # a chosen subset shares the whole budget
     t_start, carry = time.time(), 0.0
     bar = tqdm(chosen, desc="gpu-suite", unit="section", dynamic_ncols=True)
     try:
         for name, share, fn in bar:
             bar.set_postfix_str(name)
-            share_s = share * budget + carry
+            share_s = share * scale * budget + carry
             ctx.deadline = min(time.time() + share_s, t_start + budget)
             t0 = time.time()
             rec: Dict[str, Any] = {"name": name, "budget_s": share_s}

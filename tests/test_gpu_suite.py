@@ -35,3 +35,13 @@ def test_a_failing_section_is_recorded_and_the_suite_goes_on(tmp_path, monkeypat
     assert [s["status"] for s in res["sections"]] == ["ok", "failed", "ok"]
     assert "section exploded" in res["sections"][1]["error"]
     assert "section exploded" in open(tmp_path / "SUITE.md").read()
+
+
+def test_a_chosen_section_gets_the_whole_budget(tmp_path):
+    import pytest
+
+    res = gpu_suite.run_suite(str(tmp_path), budget=10, smoke=True, sections=["environment"])
+    assert [s["name"] for s in res["sections"]] == ["environment"]
+    assert res["sections"][0]["budget_s"] == pytest.approx(10)
+    with pytest.raises(ValueError, match="unknown sections"):
+        gpu_suite.run_suite(str(tmp_path), budget=10, smoke=True, sections=["envirnoment"])
