@@ -119,6 +119,7 @@ def plot_claim(r: Dict[str, Any], path: str) -> str:
         ref = r["grade"].get("published", r["grade"].get("bound"))
         ax.axhline(ref, color="C3", ls="--", label="paper" if "published" in r["grade"] else "bound")
         ax.set_xlabel("seed")
+        ax.set_xticks(range(len(r["values"])))
         ax.legend(fontsize=8)
         ax.set_title(f"{r['claim']}: {r['verdict']}", fontsize=9)
     ax.set_ylabel(r["metric"], fontsize=8)
