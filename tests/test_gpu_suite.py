@@ -45,3 +45,14 @@ def test_a_chosen_section_gets_the_whole_budget(tmp_path):
     assert res["sections"][0]["budget_s"] == pytest.approx(10)
     with pytest.raises(ValueError, match="unknown sections"):
         gpu_suite.run_suite(str(tmp_path), budget=10, smoke=True, sections=["envirnoment"])
+
+
+def test_dendritic_backward_under_bf16_autocast():
+    """The suite's first finding: the fused dendritic product's backward mixed bf16 and float32."""
+    import torch
+
+    from operad import Field, ops
+
+    m = ops.dendritic_conv(8, k=3).bind(Field(4))
+    r = gpu_suite.check_module(m, torch.randn(2, 4, 8, 8), torch.device("cpu"), 0.1)
+    assert r["ok"] and r["grads_finite"]
