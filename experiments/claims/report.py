@@ -90,6 +90,7 @@ def write_results(out: str) -> str:
             r = json.load(f)
         if isinstance(r, dict) and "claim" in r and "grade" in r:
             rs.append(r)
+    rs.sort(key=lambda r: (r["system"].lower(), r["kind"] != "trained", r["claim"]))
     path = os.path.join(out, "RESULTS.md")
     with open(path, "w") as f:
         f.write(results_markdown(rs))
