@@ -33,11 +33,19 @@ def _pm(m: float, s: float, metric: str) -> str:
     return f"{m:.4g} ± {s:.2g}"
 
 
+def _top1(arm: Dict[str, Any], metric: str) -> str:
+    """The arm's plain top-1 beside another metric (a robustness figure means little without it)."""
+    t = [x for x in arm.get("top1") or [] if x is not None]
+    if metric in ("top1", "miou") or not t:
+        return ""
+    return f" (top-1 {100 * sum(t) / len(t):.1f}%)"
+
+
 def _row(r: Dict[str, Any]) -> str:
     g, metric = r["grade"], r["metric"]
     if r["kind"] == "trained":
         arms = " vs ".join(f"`{a}`" for a in r["arms"])
-        per = "<br>".join(f"{a}: {_pm(v['mean'], v['std'], metric)}" for a, v in r["arms"].items())
+        per = "<br>".join(f"{a}: {_pm(v['mean'], v['std'], metric)}" + _top1(v, metric) for a, v in r["arms"].items())
         lo, hi = g["ci"]
         scale = 100 if metric in _PCT else 1
         unit = " pt" if metric in _PCT else ""
