@@ -33,7 +33,7 @@ test-all: install
 
 # The one-call GPU suite (operad gpu-suite; SMOKE=1 runs it on the CPU at tiny sizes)
 GPU_BUDGET ?= 540
-GPU_OUT    ?= experiments/results/gpu/$(shell date +%Y-%m-%d)
+GPU_OUT    ?= $(if $(SMOKE),runs/gpu-suite-smoke,experiments/results/gpu/$(shell date +%Y-%m-%d))
 gpu-suite: install
 	$(BIN)/operad gpu-suite --budget $(GPU_BUDGET) --out $(GPU_OUT) --data $(DATA) $(if $(SMOKE),--smoke,)
 

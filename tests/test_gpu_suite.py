@@ -56,3 +56,21 @@ def test_dendritic_backward_under_bf16_autocast():
     m = ops.dendritic_conv(8, k=3).bind(Field(4))
     r = gpu_suite.check_module(m, torch.randn(2, 4, 8, 8), torch.device("cpu"), 0.1)
     assert r["ok"] and r["grads_finite"]
+
+
+def test_make_gpu_suite_target_calls_the_suite():
+    import shutil
+    import subprocess
+
+    import pytest
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cmds = subprocess.run(["make", "-n", "-C", root, "gpu-suite", "SMOKE=1"], capture_output=True, text=True,
+                          check=True).stdout
+    line = [c for c in cmds.splitlines() if "gpu-suite" in c][-1]
+    assert "operad gpu-suite --budget 540 --out runs/gpu-suite-smoke" in line and line.endswith("--smoke")
+    full = subprocess.run(["make", "-n", "-C", root, "gpu-suite"], capture_output=True, text=True,
+                          check=True).stdout
+    assert "--out experiments/results/gpu/" in full and "--smoke" not in full
