@@ -41,7 +41,7 @@ def arm_config(claim: Claim, arm: Arm, profile: str, seed: int, out: str, data_r
     """The validated :class:`~operad.experiments.config.Config` of one arm and seed."""
     import dataclasses
 
-    from operad.experiments.config import expand_runs, load_config
+    from operad.experiments.config import ConfigError, expand_runs, load_config
 
     ov = _merge(claim.profiles.get(profile, {}), arm.overrides, arm.profiles.get(profile, {}))
     ov.update(seed=seed, progress=progress)
@@ -50,7 +50,13 @@ def arm_config(claim: Claim, arm: Arm, profile: str, seed: int, out: str, data_r
     table = "cpu" if profile in ("smoke", "cpu") else "gpu"
     if arm.config:
         raw = load_config(arm.config)
-        cfg = expand_runs(raw, ov, table, only=[arm.run] if arm.run else None)[0]
+        if arm.run and isinstance(raw.get("runs"), list):  # only this run sees the arm's overrides
+            picked = [r for r in raw["runs"] if isinstance(r, dict) and r.get("name", r.get("model")) == arm.run]
+            if not picked:
+                names = [r.get("name", r.get("model")) for r in raw["runs"] if isinstance(r, dict)]
+                raise ConfigError(f"claim {claim.name}: config {arm.config!r} has no run {arm.run!r} (runs: {names})")
+            raw = {**raw, "runs": picked}
+        cfg = expand_runs(raw, ov, table)[0]
     else:
         cfg = expand_runs({"model": arm.model}, ov, table)[0]
     d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
