@@ -65,7 +65,8 @@ def _row(r: Dict[str, Any]) -> str:
             lo, hi = g["ci"]
             op = "<" if g["direction"] == "less" else ">"
             diff = f"bound {op} {g['bound']:g}; value - bound {g['diff_mean']:+.3g} [{lo:+.3g}, {hi:+.3g}]"
-    verdict = f"**{r['verdict']}**" + (f" — {r['note']}" if r.get("note") else "")
+    verdict = f"**{r['verdict']}**" + (f" ({g['reason']})" if g.get("reason") else "") \
+        + (f" — {r['note']}" if r.get("note") else "")
     return (f"| `{r['claim']}` | {r['system']} | {r['sentence']} | {arms} | {metric} | {per} | {diff} | {verdict} "
             f"| {r['profile']}, {r['seeds']} seeds | {r['device']} | {r['commit']} |")
 
