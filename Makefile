@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # CIFAR-10 for the demo: $OPERAD_DATA, else ../shared/data beside the checkout, else ./data
 DATA   ?= $(or $(OPERAD_DATA),$(wildcard ../shared/data),data)
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all bench clean gpu-suite
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench: install
 	$(BENCH).dendritic --configs 2,4,4,8 --runs 2 --threads 1
 	$(BENCH).rmnet --models resnet20 --batch 2 --size 16 --runs 2 --iters 1 --threads 1
 	$(BENCH).zoo --models mobilenetv2_100_cifar --runs 1 --batch 4 --threads 1 --no-gpu
+# The one-call GPU suite (operad gpu-suite; SMOKE=1 runs it on the CPU at tiny sizes)
+GPU_BUDGET ?= 540
+GPU_OUT    ?= $(if $(SMOKE),runs/gpu-suite-smoke,experiments/results/gpu/$(shell date +%Y-%m-%d))
+gpu-suite: install
+	$(BIN)/operad gpu-suite --budget $(GPU_BUDGET) --out $(GPU_OUT) --data $(DATA) $(if $(SMOKE),--smoke,)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -9,6 +9,9 @@
     operad verify MODEL|EXPR                      # numerical checks of the algebra's claims
     operad results [RUNS_DIR ...]                 # Markdown table + plot of finished runs
     operad export MODEL|RUN --format onnx|pt2 --out FILE   # checked by onnxruntime / reloading
+    operad reproduce --list | [CLAIM ...] --profile cpu --seeds 3 --out DIR   # graded paper claims
+    operad gpu-suite --budget 540 --out DIR [--smoke]                         # everything worth knowing on a GPU
+    operad derive-boxes OUT [--min-area N]        # detection boxes derived from CamVid (VOC layout)
     operad --debug VERB ...                       # show the traceback of an error
 
 An error in what the user gave (config, expression, data, sizes) prints
@@ -375,6 +378,33 @@ def _angles(s: str) -> List[float]:
         raise argparse.ArgumentTypeError(f"expects comma-separated finite angles in degrees, e.g. 0,45,90; got {s!r}")
     return out
 
+def cmd_reproduce(a) -> int:
+    """List the claims registry, or run, grade and report claims (resumable)."""
+    from operad.experiments.claims import get_claims
+
+    if a.list:
+        for c in get_claims(a.claims):
+            print(f"{c.name:<32} {c.system:<20} {c.metric:<22} {c.paper.split('.')[0]}")
+        return 0
+    from operad.experiments.claims.runner import reproduce
+
+    rs = reproduce(a.claims, a.profile, a.seeds, a.out, a.data or os.environ.get("OPERAD_DATA", ""))
+    for r in rs:
+        print(f"{r['claim']:<32} {r['verdict']}")
+    print(f"results: {os.path.join(a.out, 'RESULTS.md')}")
+    return 0
+
+
+def cmd_gpu_suite(a) -> int:
+    """Run the GPU suite (or its CPU smoke mode) within a time budget."""
+    from operad.experiments.gpu_suite import run_suite
+
+    res = run_suite(a.out, budget=a.budget, smoke=a.smoke, data_root=a.data,
+                    sections=a.sections.split(",") if a.sections else None)
+    failed = [s["name"] for s in res["sections"] if s["status"] == "failed"]
+    print(f"gpu-suite: {len(res['sections'])} sections, failed: {', '.join(failed) or 'none'}; "
+          f"report {os.path.join(a.out, 'SUITE.md')}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -474,6 +504,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs", help="output folder (default runs/)")
     d.add_argument("--name", default="demo")
     d.set_defaults(fn=cmd_demo)
+
+    rp = add("reproduce", help="run and grade the seed papers' claims (operad reproduce --list)")
+    rp.add_argument("claims", nargs="*", metavar="CLAIM", help="claim names (default: every claim)")
+    rp.add_argument("--list", action="store_true", help="print the claims, one a line, and exit")
+    rp.add_argument("--profile", default="cpu", choices=("smoke", "cpu", "gpu", "full"))
+    rp.add_argument("--seeds", type=_int_at_least(1), default=3, help="paired seeds per arm (default 3)")
+    rp.add_argument("--out", default="claims", help="output folder (default claims/)")
+    rp.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
+    rp.set_defaults(fn=cmd_reproduce)
+
+    gs = add("gpu-suite", help="environment, correctness, throughput, operator ratios, speed recipe, "
+                                          "claims and CamVid on one GPU, each section within its budget")
+    gs.add_argument("--budget", type=_positive_float, default=540.0, help="total seconds (default 540)")
+    gs.add_argument("--out", default="gpu_suite", help="output folder (default gpu_suite/)")
+    gs.add_argument("--smoke", action="store_true", help="every section on the CPU at tiny sizes (~1 minute)")
+    gs.add_argument("--data", help="data root (default $OPERAD_DATA, ../shared/data, /tmp/data, ./data)")
+    gs.add_argument("--sections", help="comma-separated subset, e.g. camvid (default: all, in order)")
+    gs.set_defaults(fn=cmd_gpu_suite)
     return p
 
 

@@ -114,6 +114,7 @@ class _DendriticProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         u, w, b = ctx.saved_tensors
+        g = g.to(u.dtype)  # under autocast the forward's einsum ran in bf16/fp16; gradients are in the inputs' dtype
         need_u, need_w, need_b = ctx.needs_input_grad
         step = _chunk(u.shape[0], w.shape[0], u.shape[1], u.shape[2])
         gu = torch.zeros_like(u) if need_u else None

@@ -1,0 +1,124 @@
+"""The claims registry: t quantiles, paired grading, coverage of the seed systems,
+and `operad reproduce` end to end (smoke profile, resumable)."""
+import json
+import os
+
+import pytest
+
+from operad.experiments.claims import PROFILES, all_claims, get_claims
+from operad.experiments.claims.base import metric_value
+from operad.experiments.claims.runner import _grade_measured, arm_config, reproduce
+from operad.experiments.claims.stats import interval, paired, t_quantile, verdict
+
+SEED_SYSTEMS = {"ResNet", "DenseNet-BC", "HarDNet", "ThreshNet", "All-CNN-C", "RMNet", "MobileNetV2", "GhostNet",
+                "G-Ghost", "SKNet", "MGIC", "nonlocal PIDE", "CMod/DT-CWPT twins", "Harmonic Networks", "Min-Nets",
+                "dendritic units"}
+
+
+@pytest.mark.parametrize("p,df,expected", [(0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 3, 3.1824),
+                                           (0.975, 4, 2.7764), (0.975, 10, 2.2281), (0.975, 30, 2.0423),
+                                           (0.95, 5, 2.0150), (0.995, 7, 3.4995), (0.025, 4, -2.7764)])
+def test_t_quantile_matches_tables(p, df, expected):
+    assert t_quantile(p, df) == pytest.approx(expected, abs=1e-4)
+
+
+def test_interval_by_hand():
+    iv = interval([1.0, 2.0, 3.0])  # mean 2, sd 1, half-width 4.3027 / sqrt(3)
+    assert iv["mean"] == 2.0 and iv["std"] == pytest.approx(1.0)
+    assert iv["hi"] - 2.0 == pytest.approx(4.302653 / 3 ** 0.5, rel=1e-5)
+
+
+def test_verdict_rules():
+    assert paired([0.6, 0.62, 0.61], [0.5, 0.51, 0.5], "greater")["verdict"] == "reproduced"
+    assert paired([0.6, 0.62, 0.61], [0.5, 0.51, 0.5], "less")["verdict"] == "contradicted"
+    assert paired([0.5, 0.7, 0.4], [0.5, 0.5, 0.5], "greater")["verdict"] == "inconclusive"
+    assert verdict(-0.004, 0.005, "match", 0.01) == "reproduced"
+    assert verdict(-0.03, 0.005, "match", 0.01) == "inconclusive"
+    assert verdict(0.02, 0.03, "match", 0.01) == "contradicted"
+    assert verdict(-0.009, 0.02, "noninferior", 0.01) == "reproduced"
+    assert verdict(-0.05, -0.02, "noninferior", 0.01) == "contradicted"
+    assert paired([0.5], [0.4], "greater")["verdict"] == "inconclusive"  # one seed: no interval
+
+
+def test_measured_grading():
+    c = get_claims(["resnet20_params"])[0]
+    assert _grade_measured(c, [269722.0])["verdict"] == "reproduced"
+    assert _grade_measured(c, [300000.0])["verdict"] == "contradicted"
+
+
+def test_metrics_from_summaries():
+    s = {"top1": 0.5, "jpeg": {"clean": 0.5, "mean_corrupted": 0.4},
+         "rotation": {"angle": {"0": 0.5, "90": 0.25, "180": 0.25}, "mean": 0.33}}
+    assert metric_value("jpeg_drop", s) == pytest.approx(0.1)
+    assert metric_value("rotation_retention", s) == pytest.approx(0.5)
+
+
+def test_registry_covers_every_seed_system_and_profiles():
+    claims = all_claims()
+    assert SEED_SYSTEMS <= {c.system for c in claims.values()}
+    trained = [c for c in claims.values() if c.kind == "trained"]
+    assert trained and all(set(PROFILES) <= set(c.profiles) for c in trained)
+    for c in trained:  # every arm resolves to a valid config in every profile (nothing is trained here)
+        for arm in c.arms:
+            for prof in PROFILES:
+                cfg = arm_config(c, arm, prof, 0, "/tmp/x")
+                assert cfg.model or cfg.model_expr
+                if prof == "cpu":
+                    assert cfg.threads == 1 and cfg.device == "cpu"
+
+
+def test_reproduce_smoke_end_to_end_and_resumes(shared_data, tmp_path):
+    out = str(tmp_path / "claims")
+    rs = reproduce(["rmnet_equivalence", "minnet_top1"], "smoke", 2, out, shared_data, progress=False)
+    assert [r["verdict"] for r in rs][0] == "reproduced"
+    for n in ("rmnet_equivalence", "minnet_top1"):
+        assert os.path.isfile(os.path.join(out, f"{n}.png"))
+        with open(os.path.join(out, f"{n}.json")) as f:
+            assert json.load(f)["claim"] == n
+    text = open(os.path.join(out, "RESULTS.md")).read()
+    assert "`minnet_top1`" in text and "`rmnet_equivalence`" in text
+    r = rs[1]
+    assert len(r["arms"]["min_resnet20"]["values"]) == 2 and len(r["grade"]["ci"]) == 2
+    summaries = [os.path.join(out, d, "summary.json") for a in r["arms"].values() for d in a["runs"]]
+    stamps = [os.path.getmtime(p) for p in summaries]
+    again = reproduce(["minnet_top1"], "smoke", 2, out, shared_data, progress=False)[0]  # reuses every run
+    assert [os.path.getmtime(p) for p in summaries] == stamps
+    assert again["grade"]["diffs"] == r["grade"]["diffs"]
+
+
+def test_cli_reproduce_list(capsys):
+    from operad.experiments.cli import main
+
+    assert main(["reproduce", "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(all_claims()) and lines[0].split()[0] in all_claims()
+
+
+def test_unknown_claim_is_a_clear_error():
+    with pytest.raises(KeyError, match="did you mean 'minnet_jpeg'"):
+        get_claims(["minnet_jpg"])
+
+
+def test_chance_level_arms_are_inconclusive():
+    from operad.experiments.claims.runner import _at_chance
+
+    assert _at_chance({"a": {"top1": [0.1, 0.12, 0.1]}, "b": {"top1": [0.1, 0.1, 0.1]}})
+    assert not _at_chance({"a": {"top1": [0.3, 0.32, 0.3]}, "b": {"top1": [0.1, 0.1, 0.1]}})
+
+
+def test_deadline_stops_before_a_run(tmp_path):
+    import time
+
+    from operad.experiments.claims.runner import OutOfTime, run_claim
+
+    with pytest.raises(OutOfTime):
+        run_claim(get_claims(["minnet_top1"])[0], "smoke", 2, str(tmp_path), deadline=time.time() - 1)
+
+
+@pytest.mark.parametrize("mod", ["stats", "base", "report", "runner"])
+def test_docstring_examples(mod):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(f"operad.experiments.claims.{mod}"))
+    assert res.failed == 0 and res.attempted > 0
