@@ -48,7 +48,7 @@ def nin_cifar(num_classes: int = 10, in_chans: int = 3, drop: float = 0.0) -> Te
         _cbr(192, 5), _cbr(160, 1), _cbr(96, 1), ops.max_pool(3, stride=2, padding=1),
         *d, _cbr(192, 5), _cbr(192, 1), _cbr(192, 1), ops.avg_pool(3, stride=2, padding=1),
         *d, _cbr(192, 3), _cbr(192, 1),
-        ops.conv(num_classes, k=1), ops.global_pool()])
+        (ops.conv(num_classes, k=1) >> ops.global_pool()).named("head")])
 
 
 @register_model(**_CIFAR, tags=("vgg", "cifar"))
@@ -58,11 +58,11 @@ def vgg_cifar(num_classes: int = 10, in_chans: int = 3) -> Term:
     items = []
     for w in (128, 256, 512):
         items += [_cbr(w), ops.conv(w, bias=False), ops.max_pool(2), ops.bn(), ops.relu()]
-    items += [ops.rearrange("b c h w -> b (c h w)", h=4, w=4),
-              ops.linear(1024, bias=False), ops.bn(), ops.relu(),
-              ops.linear(1024, bias=False), ops.bn(), ops.relu(),
-              ops.linear(num_classes)]
-    return chain(items)
+    head = chain([ops.rearrange("b c h w -> b (c h w)", h=4, w=4),
+                  ops.linear(1024, bias=False), ops.bn(), ops.relu(),
+                  ops.linear(1024, bias=False), ops.bn(), ops.relu(),
+                  ops.linear(num_classes)])
+    return chain(items + [head.named("head")])
 
 
 @register_model(**_CIFAR, tags=("vgg", "cifar", "binary"))
@@ -82,10 +82,10 @@ def alexnet(num_classes: int = 1000, in_chans: int = 3, drop: float = 0.5) -> Te
     return chain([
         _cbr(96, 11, 4, 2), ops.max_pool(3, stride=2), _cbr(256, 5), ops.max_pool(3, stride=2),
         _cbr(384), _cbr(384), _cbr(256), ops.max_pool(3, stride=2), ops.adaptive_pool(6),
-        ops.rearrange("b c h w -> b (c h w)", h=6, w=6),
-        *d, ops.linear(4096, bias=False), ops.bn(), ops.relu(),
-        *d, ops.linear(4096, bias=False), ops.bn(), ops.relu(),
-        ops.linear(num_classes)])
+        chain([ops.rearrange("b c h w -> b (c h w)", h=6, w=6),
+               *d, ops.linear(4096, bias=False), ops.bn(), ops.relu(),
+               *d, ops.linear(4096, bias=False), ops.bn(), ops.relu(),
+               ops.linear(num_classes)]).named("head")])
 
 
 def _register_variants(base, name: str, input_size, tags) -> None:

@@ -187,7 +187,10 @@ def test_features_only_out_indices_and_list_models_tags(tmp_path):
     full = create_model("resnet20", checkpoint_path=path).eval()
     x = torch.randn(1, 3, 32, 32)
     assert torch.allclose(p2.eval()(x)[0], full.forward_features(x))
-    assert list_models("resnet*", tags="cifar") == ["resnet110", "resnet20", "resnet32", "resnet44", "resnet56"]
+    assert list_models("resnet*", tags="cifar") == ["resnet110", "resnet20", "resnet20_bwn", "resnet20_qnn",
+                                                    "resnet20_xnor", "resnet32", "resnet44", "resnet56"]
+    assert list_models("resnet*", tags="cifar", exclude_filters="*_*") == \
+        ["resnet110", "resnet20", "resnet32", "resnet44", "resnet56"]
     assert list_models(["resnet2*", "preact*"], tags=("cifar", "preact"), exclude_filters="*110") == \
         ["preact_resnet18", "preact_resnet20", "preact_resnet56"]
 

@@ -79,7 +79,7 @@ def test_exact_reference_counts(name):
 
 def test_registry_has_zoo1():
     assert set(ZOO1) <= set(list_models())
-    assert list_models("resnet1*") == ["resnet110", "resnet18"]
+    assert list_models("resnet1*") == ["resnet110", "resnet18", "resnet18_bwn", "resnet18_qnn", "resnet18_xnor"]
 
 
 def test_cifar_resnet_has_option_a_shortcuts_without_parameters():
