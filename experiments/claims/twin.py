@@ -12,7 +12,7 @@ register(
           direction="less"),
     Claim("twin_resnet18_vs_resnet18", PAPER, "CMod/DT-CWPT twins", "a twin CMod ResNet-18 keeps the accuracy of "
           "ResNet-18 on CIFAR-10 (within 1 point)", metric="top1", direction="noninferior", margin=0.01,
-          arms=[Arm("twin_resnet18", config="twin_cmod_vs_resnet", run="twin_resnet18"),
-                Arm("resnet18", config="twin_cmod_vs_resnet", run="resnet18")],
+          arms=[Arm("twin_resnet18_cifar", config="twin_cmod_vs_resnet", run="twin_resnet18_cifar"),
+                Arm("resnet18_cifar", config="twin_cmod_vs_resnet", run="resnet18_cifar")],
           profiles=cifar_profiles(80, 3), gpu_priority=8),
 )
