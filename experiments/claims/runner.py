@@ -151,15 +151,16 @@ def _at_chance(arms: Dict[str, Any], chance: float = 0.15) -> bool:
 
 
 def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "", progress: bool = True,
-              tick=None, deadline: Optional[float] = None) -> Dict[str, Any]:
-    """Run (or reuse) every arm and seed of one claim, grade it, write its JSON and PNG."""
+              tick=None, deadline: Optional[float] = None, commit: str = "") -> Dict[str, Any]:
+    """Run (or reuse) every arm and seed of one claim, grade it, write its JSON and PNG. ``commit``: the
+    checkout's commit as it was when the study started (default: now)."""
     from .report import plot_claim
 
     t0 = time.time()
     res: Dict[str, Any] = {"claim": c.name, "paper": c.paper, "system": c.system, "sentence": c.claim,
                            "metric": c.metric, "kind": c.kind, "direction": c.direction, "margin": c.margin,
                            "profile": profile, "seeds": seeds, "device": device_name(profile),
-                           "commit": commit_id(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                           "commit": commit or commit_id(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                                timespec="seconds"), "note": c.note}
     if c.kind == "measured":
         values = []
@@ -222,6 +223,7 @@ def reproduce(names: Optional[Sequence[str]], profile: str = "cpu", seeds: int =
     bar = tqdm(total=sum(_units(c, seeds) for c in claims), unit="run", desc=f"reproduce ({profile})",
                disable=not progress, dynamic_ncols=True)
     results = []
+    commit = commit_id()  # once, before this study writes into a tracked results folder and dirties the tree
     try:
         for c in claims:
             if deadline is not None and time.time() > deadline:
@@ -229,7 +231,7 @@ def reproduce(names: Optional[Sequence[str]], profile: str = "cpu", seeds: int =
             bar.set_postfix_str(c.name)
             try:
                 r = run_claim(c, profile, seeds, out, data_root, progress, tick=lambda msg: bar.update(1),
-                              deadline=deadline)
+                              deadline=deadline, commit=commit)
             except OutOfTime as e:
                 bar.write(str(e))
                 break
