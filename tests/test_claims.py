@@ -162,7 +162,12 @@ def test_a_broken_binary_measurement_is_caught(monkeypatch):
     from operad.experiments.claims import binary
 
     real = binary._layer_costs
-    monkeypatch.setattr(binary, "_layer_costs", lambda name: (lambda fb, sb, fo, so: (fb, sb, fo, 32 * so))(*real(name)))
+
+    def float_inputs(name):  # every binarized layer costing 32 bit operations per MAC (1-bit weight x float input)
+        fb, sb, fo, so = real(name)
+        return fb, sb, fo, 32 * so
+
+    monkeypatch.setattr(binary, "_layer_costs", float_inputs)
     c = get_claims(["xnor_alexnet_layer_bops"])[0]
     v = c.measure(0, "smoke")
     assert v == pytest.approx(32.0) and _grade_measured(c, [v] * 3)["verdict"] == "contradicted"

@@ -27,6 +27,8 @@ _BINARY_LAYERS = ("BinaryConv2d", "BinaryLinearModule", "QuantConv2d", "QuantLin
 def _layer_costs(name: str) -> Tuple[float, float, float, float]:
     """Over the binarized / quantized layers of registered model ``name`` (at its input size):
     (bytes at float32, bytes as stored, BOPs at float32 x float32, BOPs as computed), exact from ``operad.cost``."""
+    import torch
+
     import operad
     from operad.models import create_model, model_info
 
@@ -34,10 +36,7 @@ def _layer_costs(name: str) -> Tuple[float, float, float, float]:
     size = model_info(name).input_size[1:]
     fb = sb = fo = so = 0.0
     n = 0
-    # the layers' input sizes: run the cost on the whole model's term, layer by layer through hooks
-    import torch
-
-    shapes = {}
+    shapes = {}  # each layer's input height and width, from one forward pass (the MACs and BOPs depend on them)
     hooks = [mod.register_forward_hook(lambda mod, inp, out, key=k: shapes.__setitem__(key, tuple(inp[0].shape[2:])))
              for k, mod in m.named_modules() if type(mod).__name__ in _BINARY_LAYERS]
     with torch.no_grad():

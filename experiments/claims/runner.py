@@ -160,8 +160,9 @@ def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "",
     res: Dict[str, Any] = {"claim": c.name, "paper": c.paper, "system": c.system, "sentence": c.claim,
                            "metric": c.metric, "kind": c.kind, "direction": c.direction, "margin": c.margin,
                            "profile": profile, "seeds": seeds, "device": device_name(profile),
-                           "commit": commit or commit_id(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                               timespec="seconds"), "note": c.note}
+                           "commit": commit or commit_id(),
+                           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                           "note": c.note}
     if c.kind == "measured":
         values = []
         for s in range(seeds):
