@@ -12,7 +12,12 @@ from operad.experiments.claims.stats import interval, paired, t_quantile, verdic
 
 SEED_SYSTEMS = {"ResNet", "DenseNet-BC", "HarDNet", "ThreshNet", "All-CNN-C", "RMNet", "MobileNetV2", "GhostNet",
                 "G-Ghost", "SKNet", "MGIC", "nonlocal PIDE", "CMod/DT-CWPT twins", "Harmonic Networks", "Min-Nets",
-                "dendritic units"}
+                "dendritic units", "XNOR/BWN", "QNN", "SSDLite", "speed recipe", "Cutout", "RandomErasing", "Mixup",
+                "CutMix", "DropBlock", "AutoAugment", "RandAugment", "TrivialAugment", "label smoothing", "TSLA",
+                "DisturbLabel", "stochastic depth", "Shake-Shake", "ShakeDrop"}
+REGULARIZATION_CONFIGS = sorted(f[len("regularization_"):-len(".toml")] for f in os.listdir(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "configs"))
+    if f.startswith("regularization_") and f.endswith(".toml"))
 
 
 @pytest.mark.parametrize("p,df,expected", [(0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 3, 3.1824),
@@ -122,3 +127,67 @@ def test_docstring_examples(mod):
 
     res = doctest.testmod(importlib.import_module(f"operad.experiments.claims.{mod}"))
     assert res.failed == 0 and res.attempted > 0
+
+
+def test_every_regularization_config_has_a_claim():
+    claims = all_claims()
+    assert REGULARIZATION_CONFIGS and all(f"{m}_vs_baseline" in claims for m in REGULARIZATION_CONFIGS)
+    for m in REGULARIZATION_CONFIGS:  # the method's own run against the same config's baseline run
+        c = claims[f"{m}_vs_baseline"]
+        assert [a.config for a in c.arms] == [f"regularization_{m}"] * 2 and c.arms[1].run == "baseline"
+
+
+# the structural claims of the binary, detection groups: value each must measure (exact operad.cost figures)
+NEW_MEASURED = {"bwn_alexnet_layer_bytes": 31.8343, "bnn_vgg_bytes": 29.4478, "xnor_alexnet_layer_bops": 1024.0,
+                "bnn_vgg_bops": 148.729, "qnn_resnet20_layer_bops": 512.0, "ssdlite_params": 4337013.0,
+                "ssdlite_macs": 788830144.0}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_MEASURED))
+def test_new_structural_claims_measure_and_reproduce(name):
+    c = get_claims([name])[0]
+    v = c.measure(0, "smoke")
+    assert v == pytest.approx(NEW_MEASURED[name], rel=1e-4)
+    assert _grade_measured(c, [v] * 3)["verdict"] == "reproduced"  # 3 seeds, as the cpu study runs
+
+
+def test_packed_file_claim_measures_real_bytes():
+    c = get_claims(["bnn_vgg_packed_file"])[0]
+    v = c.measure(0, "smoke")
+    assert 30.0 < v < 32.0 and _grade_measured(c, [v] * 3)["verdict"] == "reproduced"
+
+
+def test_a_broken_binary_measurement_is_caught(monkeypatch):
+    """If binarize() stopped binarizing the inputs (XNOR layers fed float activations), the BOPs claim fails."""
+    from operad.experiments.claims import binary
+
+    real = binary._layer_costs
+
+    def float_inputs(name):  # every binarized layer costing 32 bit operations per MAC (1-bit weight x float input)
+        fb, sb, fo, so = real(name)
+        return fb, sb, fo, 32 * so
+
+    monkeypatch.setattr(binary, "_layer_costs", float_inputs)
+    c = get_claims(["xnor_alexnet_layer_bops"])[0]
+    v = c.measure(0, "smoke")
+    assert v == pytest.approx(32.0) and _grade_measured(c, [v] * 3)["verdict"] == "contradicted"
+
+
+def test_detection_claim_reads_map_and_finds_its_boxes():
+    c = get_claims(["ssdlite_camvid_map"])[0]
+    assert metric_value(c.metric, {"task": "detection", "val": {"map50": 0.31}}) == pytest.approx(0.31)
+    sub, base = (arm_config(c, a, "cpu", 0, "/tmp/x", "/data") for a in c.arms)
+    assert sub.task == "detection" and sub.data_root == "/data/camvid_boxes_large"
+    assert (sub.epochs, base.epochs, base.lr) == (5, 1, 1e-9)  # the baseline stays at its initialisation
+    assert arm_config(c, c.arms[0], "gpu", 0, "/tmp/x", "/data").data_root == "/data/camvid_boxes"
+
+
+def test_results_list_unrun_claims_as_not_run(tmp_path):
+    from operad.experiments.claims.report import write_results
+
+    reproduce(["ssdlite_params"], "smoke", 1, str(tmp_path), progress=False)
+    text = open(write_results(str(tmp_path))).read()
+    main, _, not_run = text.partition("## Not run")
+    assert "`ssdlite_params`" in main and "`ssdlite_params`" not in not_run
+    assert "`ssdlite_camvid_map`" in not_run and "`cutout_vs_baseline`" in not_run
+    assert f"not run {len(all_claims()) - 1}" in main

@@ -2,9 +2,10 @@
 
 One module per group of seed systems registers its claims with
 :func:`register`; every module of this package is imported on first use, so
-adding a claim is adding an entry to a module (or a new module here). The
-speed recipe (``cifar10_speedrun``), binary/quantized networks and the
-regularization methods add their own modules as they land.
+adding a claim is adding an entry to a module (or a new module here):
+``binary`` (XNOR/BWN, BinaryNet/QNN), ``regularization`` (one claim per
+``regularization_*.toml``), ``detection`` (SSDLite) and ``speedrun`` (the speed
+recipe's CPU proxy) sit beside the seed systems' modules.
 
 >>> from operad.experiments.claims import all_claims
 >>> "minnet_jpeg" in all_claims()

@@ -61,6 +61,7 @@ METRICS: Dict[str, tuple] = {
     "rotation_top1": (lambda s: s["rotation"]["mean"], "mean top-1 over test rotations"),
     "rotation_retention": (_rotation_retention, "rotated / upright top-1"),
     "miou": (lambda s: s["mean_iou"], "val mIoU"),
+    "map50": (lambda s: s["val"]["map50"], "val mAP@0.5 (detection, PASCAL all-point)"),
     "params": (lambda s: s["params"], "parameters"),
     "infer_img_per_s": (lambda s: s["infer_img_per_s"], "inference images/s"),
     "deploy_speedup": (lambda s: s["deploy"]["speedup"], "deployed / original throughput"),
@@ -72,6 +73,8 @@ def metric_value(metric: str, summary: Dict[str, Any]) -> float:
 
     >>> metric_value("top1", {"top1": 0.5})
     0.5
+    >>> metric_value("map50", {"task": "detection", "val": {"map50": 0.25}})   # a detection summary
+    0.25
     """
     if metric not in METRICS:
         raise KeyError(f"unknown metric {metric!r}; known: {', '.join(METRICS)}")

@@ -9,11 +9,11 @@ import glob
 import json
 import math
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 __all__ = ["fmt_value", "results_markdown", "write_results", "plot_claim"]
 
-_PCT = ("top1", "jpeg_top1", "jpeg_drop", "shift_consistency", "rotation_top1", "miou")
+_PCT = ("top1", "jpeg_top1", "jpeg_drop", "shift_consistency", "rotation_top1", "miou", "map50")
 
 
 def fmt_value(v: Any, metric: str) -> str:
@@ -36,7 +36,7 @@ def _pm(m: float, s: float, metric: str) -> str:
 def _top1(arm: Dict[str, Any], metric: str) -> str:
     """The arm's plain top-1 beside another metric (a robustness figure means little without it)."""
     t = [x for x in arm.get("top1") or [] if x is not None]
-    if metric in ("top1", "miou") or not t:
+    if metric in ("top1", "miou", "map50") or not t:
         return ""
     return f" (top-1 {100 * sum(t) / len(t):.1f}%)"
 
@@ -71,11 +71,27 @@ def _row(r: Dict[str, Any]) -> str:
             f"| {r['profile']}, {r['seeds']} seeds | {r['device']} | {r['commit']} |")
 
 
-def results_markdown(results: List[Dict[str, Any]]) -> str:
-    """The RESULTS.md text for a list of claim results."""
+def _not_run_row(c) -> str:
+    arms = "measured" if c.kind == "measured" else " vs ".join(f"`{a.name}`" for a in c.arms)
+    return f"| `{c.name}` | {c.system} | {c.claim} | {c.kind} | {arms} | {c.metric} |"
+
+
+def results_markdown(results: List[Dict[str, Any]], not_run: Sequence[Any] = ()) -> str:
+    """The RESULTS.md text for a list of claim results, and a table of the registered
+    claims ``not_run`` (no result in this folder), marked as such.
+
+    >>> from operad.experiments.claims.base import Claim
+    >>> c = Claim("demo", "a paper", "Demo", "demo is small", metric="params", measure=lambda s, p: 1.0, bound=2.0,
+    ...           direction="less")
+    >>> text = results_markdown([], [c])
+    >>> "not run 1" in text and "| `demo` | Demo | demo is small | measured |" in text
+    True
+    """
     counts: Dict[str, int] = {}
     for r in results:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    if not_run:
+        counts["not run"] = len(not_run)
     head = ["# Claims: measured verdicts", "",
             "Each row is one claim of a seed paper, run by `operad reproduce CLAIM --profile P --seeds N`. "
             "Trained claims: per-arm mean ± std over paired seeds, and the paired difference (first arm minus "
@@ -88,11 +104,19 @@ def results_markdown(results: List[Dict[str, Any]]) -> str:
             "Verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), "",
             "| claim | system | claim sentence | arms | metric | value per arm | difference [95% CI] / check | "
             "verdict | profile | device | commit |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    return "\n".join(head + [_row(r) for r in results]) + "\n"
+    tail: List[str] = []
+    if not_run:
+        tail = ["", "## Not run", "",
+                "Registered claims with no result in this folder (no verdict: they have not been run in this "
+                "profile yet; `operad reproduce CLAIM --profile P` runs them).", "",
+                "| claim | system | claim sentence | kind | arms | metric |", "|---|---|---|---|---|---|"]
+        tail += [_not_run_row(c) for c in not_run]
+    return "\n".join(head + [_row(r) for r in results] + tail) + "\n"
 
 
-def write_results(out: str) -> str:
-    """Rebuild ``OUT/RESULTS.md`` from every claim JSON in ``OUT``; returns its path."""
+def write_results(out: str, list_not_run: bool = True) -> str:
+    """Rebuild ``OUT/RESULTS.md`` from every claim JSON in ``OUT`` (and, with ``list_not_run``,
+    a table of the registered claims that have none); returns its path."""
     rs = []
     for p in sorted(glob.glob(os.path.join(out, "*.json"))):
         with open(p) as f:
@@ -100,9 +124,16 @@ def write_results(out: str) -> str:
         if isinstance(r, dict) and "claim" in r and "grade" in r:
             rs.append(r)
     rs.sort(key=lambda r: (r["system"].lower(), r["kind"] != "trained", r["claim"]))
+    not_run = []
+    if list_not_run:
+        from . import all_claims
+
+        done = {r["claim"] for r in rs}
+        not_run = sorted((c for c in all_claims().values() if c.name not in done),
+                         key=lambda c: (c.system.lower(), c.kind != "trained", c.name))
     path = os.path.join(out, "RESULTS.md")
     with open(path, "w") as f:
-        f.write(results_markdown(rs))
+        f.write(results_markdown(rs, not_run))
     return path
 
 

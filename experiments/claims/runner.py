@@ -45,8 +45,6 @@ def arm_config(claim: Claim, arm: Arm, profile: str, seed: int, out: str, data_r
 
     ov = _merge(claim.profiles.get(profile, {}), arm.overrides, arm.profiles.get(profile, {}))
     ov.update(seed=seed, progress=progress)
-    if data_root:
-        ov["data_root"] = data_root
     table = "cpu" if profile in ("smoke", "cpu") else "gpu"
     if arm.config:
         raw = load_config(arm.config)
@@ -59,22 +57,45 @@ def arm_config(claim: Claim, arm: Arm, profile: str, seed: int, out: str, data_r
         cfg = expand_runs(raw, ov, table)[0]
     else:
         cfg = expand_runs({"model": arm.model}, ov, table)[0]
+    if data_root:
+        cfg = dataclasses.replace(cfg, data_root=_data_root(cfg, data_root))
     d = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_HASHED}
     key = hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return dataclasses.replace(cfg, name=f"seed{seed}", experiment=claim.name, claim=claim.claim,
                                out_dir=os.path.join(out, "runs", profile, f"{arm.name}-{key}"))
 
 
-def run_arm(cfg) -> Dict[str, Any]:
-    """Train one arm and seed, or read its finished ``summary.json``."""
-    from operad.experiments.train import train_run
+def _data_root(cfg, root: str) -> str:
+    """The data root a run uses when ``operad reproduce --data ROOT`` is given: ROOT itself, except that a
+    detection config's relative ``data_root`` (a derived box set such as ``data/camvid_boxes_large``) names
+    its folder under ROOT.
 
+    >>> from operad.experiments.config import Config
+    >>> _data_root(Config.from_dict({"task": "detection", "data_root": "data/camvid_boxes"}), "/d")
+    '/d/camvid_boxes'
+    >>> _data_root(Config.from_dict({"model": "resnet20"}), "/d")
+    '/d'
+    """
+    if cfg.task == "detection" and cfg.data_root and not os.path.isabs(cfg.data_root):
+        return os.path.join(root, os.path.basename(os.path.normpath(cfg.data_root)))
+    return root
+
+
+def run_arm(cfg) -> Dict[str, Any]:
+    """Train one arm and seed (a detection config through the detection engine), or read its finished
+    ``summary.json``."""
     path = os.path.join(cfg.out_dir, cfg.name, "summary.json")
     if os.path.isfile(path):
         with open(path) as f:
             s = json.load(f)
         s["reused"] = True
         return s
+    if cfg.task == "detection":
+        from operad.experiments.detection.engine import train_detection_run
+
+        return train_detection_run(cfg, overwrite=True)
+    from operad.experiments.train import train_run
+
     return train_run(cfg, overwrite=True)
 
 
@@ -130,16 +151,18 @@ def _at_chance(arms: Dict[str, Any], chance: float = 0.15) -> bool:
 
 
 def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "", progress: bool = True,
-              tick=None, deadline: Optional[float] = None) -> Dict[str, Any]:
-    """Run (or reuse) every arm and seed of one claim, grade it, write its JSON and PNG."""
+              tick=None, deadline: Optional[float] = None, commit: str = "") -> Dict[str, Any]:
+    """Run (or reuse) every arm and seed of one claim, grade it, write its JSON and PNG. ``commit``: the
+    checkout's commit as it was when the study started (default: now)."""
     from .report import plot_claim
 
     t0 = time.time()
     res: Dict[str, Any] = {"claim": c.name, "paper": c.paper, "system": c.system, "sentence": c.claim,
                            "metric": c.metric, "kind": c.kind, "direction": c.direction, "margin": c.margin,
                            "profile": profile, "seeds": seeds, "device": device_name(profile),
-                           "commit": commit_id(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                               timespec="seconds"), "note": c.note}
+                           "commit": commit or commit_id(),
+                           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                           "note": c.note}
     if c.kind == "measured":
         values = []
         for s in range(seeds):
@@ -159,7 +182,7 @@ def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "",
                 cfg = arm_config(c, arm, profile, s, out, data_root, progress)
                 summ = run_arm(cfg)
                 vals.append(metric_value(c.metric, summ))
-                top1.append(summ.get("top1", summ.get("mean_iou")))
+                top1.append(summ.get("top1", summ.get("mean_iou", (summ.get("val") or {}).get("map50"))))
                 secs.append(summ.get("train_time_s"))
                 dirs.append(os.path.relpath(os.path.join(cfg.out_dir, cfg.name), out))
                 if tick:
@@ -201,6 +224,7 @@ def reproduce(names: Optional[Sequence[str]], profile: str = "cpu", seeds: int =
     bar = tqdm(total=sum(_units(c, seeds) for c in claims), unit="run", desc=f"reproduce ({profile})",
                disable=not progress, dynamic_ncols=True)
     results = []
+    commit = commit_id()  # once, before this study writes into a tracked results folder and dirties the tree
     try:
         for c in claims:
             if deadline is not None and time.time() > deadline:
@@ -208,7 +232,7 @@ def reproduce(names: Optional[Sequence[str]], profile: str = "cpu", seeds: int =
             bar.set_postfix_str(c.name)
             try:
                 r = run_claim(c, profile, seeds, out, data_root, progress, tick=lambda msg: bar.update(1),
-                              deadline=deadline)
+                              deadline=deadline, commit=commit)
             except OutOfTime as e:
                 bar.write(str(e))
                 break
