@@ -11,6 +11,7 @@ ResNet shortcut of He et al. (2016) that combines them::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch.nn.functional as F
 from torch import nn
@@ -89,17 +90,21 @@ def _pad_examples(draw):
     rank = draw(st.sampled_from([2, 2, 0]))
     c = draw(st.integers(1, 5))
     size = (draw(st.integers(3, 8)), draw(st.integers(3, 8))) if rank == 2 else None
-    return pad_channels(c + draw(st.integers(0, 4))), Field(c, rank=rank), size
+    extra = draw(st.integers(0, 4))
+    before = draw(st.sampled_from([None, None, draw(st.integers(0, extra))]))
+    return pad_channels(c + extra, before), Field(c, rank=rank), size
 
 
 @register_family("pad_channels", examples=_pad_examples)
 @dataclass(frozen=True, repr=False)
 class PadChannels(Term):
     """Zero-pad a real field to ``out`` channels: ``(out - C) // 2`` zero channels
-    before the input, the rest after (the option-A layout). An isometry that
-    commutes with every spatial transform."""
+    before the input, the rest after (the option-A layout), or exactly ``before``
+    zero channels first when given (what pruning leaves of that layout). An
+    isometry that commutes with every spatial transform."""
 
     out: int
+    before: Optional[int] = None
     _positional = ("out",)
     linear = True
     keeps_nonnegative = True
@@ -109,12 +114,16 @@ class PadChannels(Term):
         if isinstance(t.channels, int) and t.channels > self.out:
             self.reject(f"at most {self.out} channels (pad_channels only adds channels; "
                         f"use a 1x1 conv to narrow)", t)
+        if self.before is not None and isinstance(t.channels, int) and t.channels + self.before > self.out:
+            self.reject(f"at most {self.out - self.before} channels to put {self.before} zero channels "
+                        f"before them within out={self.out}", t)
         return t.with_(channels=self.out)
 
     def split(self, c: int):
         """``(before, after)`` zero channels for an input of ``c`` channels."""
         d = self.out - c
-        return d // 2, d - d // 2
+        before = d // 2 if self.before is None else self.before
+        return before, d - before
 
     def equivariance(self, t):
         return ALL_TRANSFORMS
@@ -138,15 +147,19 @@ def subsample(stride: int = 2) -> Subsample:
 
 
 @op("pad_channels")
-def pad_channels(out: int) -> PadChannels:
-    """Zero-pad to ``out`` channels (half before, half after the input).
+def pad_channels(out: int, before: Optional[int] = None) -> PadChannels:
+    """Zero-pad to ``out`` channels (half before, half after the input; or ``before`` first).
 
     >>> from operad import ops, Field
     >>> ops.pad_channels(8).bind(Field(4)).out_type
     Field(8)
+    >>> ops.pad_channels(8, before=1).build(Field(4)).pad
+    (0, 0, 0, 0, 1, 3)
     """
     check_channels("pad_channels", "out", out)
-    return PadChannels(out)
+    if before is not None:
+        check_int("pad_channels", "before", before, lo=0)
+    return PadChannels(out, before)
 
 
 def option_a(out: int, stride: int = 1) -> Term:

@@ -600,31 +600,44 @@ class DenseModule(nn.Module):
 @dataclass(frozen=True, repr=False)
 class Dense(Term):
     """Dense connectivity: layer i sees the concatenation of the block input
-    and all earlier outputs; the block returns the concatenation of all."""
+    and all earlier outputs; the block returns the concatenation of all.
+
+    ``Dense(layer, n)`` repeats one layer term; ``Dense(layers[0], n, layers)``
+    gives each layer its own term (what pruning leaves of a dense block whose
+    layers lost different channels)."""
 
     layer: Term
     n: int
+    layers: Tuple[Term, ...] = ()
 
     def __post_init__(self):
         if not isinstance(self.n, int) or self.n < 1:
             raise ValueError(f"dense(f, n) needs a positive int n; got {self.n!r}")
+        if self.layers and len(self.layers) != self.n:
+            raise ValueError(f"dense needs one term per layer: n={self.n}, got {len(self.layers)} layers")
+
+    def _layer(self, i: int) -> Term:
+        return self.layers[i] if self.layers else self.layer
 
     def children(self):
-        return (self.layer,)
+        return self.layers or (self.layer,)
 
     def with_children(self, children):
+        if self.layers:
+            return Dense(children[0], self.n, tuple(children))
         return Dense(children[0], self.n)
 
     def _types(self, t):
         ins = [t]
         for i in range(self.n):
+            layer = self._layer(i)
             try:
-                o = self.layer._infer(ins[-1])
+                o = layer._infer(ins[-1])
             except TypeMismatch as e:
                 raise e.at(f"layers[{i}]") from None
-            if ins[-1].rank == 2 and _probe(self.layer, ins[-1]) != _PROBES:
+            if ins[-1].rank == 2 and _probe(layer, ins[-1]) != _PROBES:
                 raise TypeMismatch(f"expects layers that keep the spatial size; layers[{i}] maps "
-                                   f"{_PROBES[0]} to {self.layer.out_size(ins[-1], _PROBES[0])}", op="dense")
+                                   f"{_PROBES[0]} to {layer.out_size(ins[-1], _PROBES[0])}", op="dense")
             try:
                 ins.append(concat_types([ins[-1], o], "dense"))
             except TypeMismatch as e:
@@ -636,23 +649,24 @@ class Dense(Term):
 
     def cost(self, t, size):
         total = Cost()
-        for ti in self._types(t)[:-1]:
-            total = total + self.layer.cost(ti, size)
+        for i, ti in enumerate(self._types(t)[:-1]):
+            total = total + self._layer(i).cost(ti, size)
         return total
 
     def equivariance(self, t):
         eq = ALL_TRANSFORMS
-        for ti in self._types(t)[:-1]:
-            eq = eq & self.layer.equivariance(ti)
+        for i, ti in enumerate(self._types(t)[:-1]):
+            eq = eq & self._layer(i).equivariance(ti)
         return eq
 
     def nonnegative(self, t, input_nonnegative=False):
         """The input is part of the output: non-negative only if it and every layer's output are."""
-        return input_nonnegative and all(self.layer.nonnegative(ti, True) for ti in self._types(t)[:-1])
+        return input_nonnegative and all(self._layer(i).nonnegative(ti, True)
+                                         for i, ti in enumerate(self._types(t)[:-1]))
 
     @property
     def linear(self):
-        return self.layer.linear
+        return all(layer.linear for layer in self.children())
 
     def lipschitz_bound(self, m, size=None):
         bound = 1.0
@@ -665,23 +679,35 @@ class Dense(Term):
 
     def _bind(self, t, path):
         types = self._types(t)
-        layers = [self.layer._bind(ti, _join(path, f"layers[{i}]")) for i, ti in enumerate(types[:-1])]
+        layers = [self._layer(i)._bind(ti, _join(path, f"layers[{i}]")) for i, ti in enumerate(types[:-1])]
         return attach(DenseModule(layers), self, t, types[-1], path)
 
     def __repr__(self):
+        if self.layers:
+            return f"dense([{', '.join(map(repr, self.layers))}])"
         return f"dense({self.layer!r}, {self.n})"
 
 
 @op("dense")
-def dense(layer: Term, n: int) -> Term:
-    """Dense connectivity (DenseNet): n layers, each fed all earlier maps.
+def dense(layer, n: Optional[int] = None) -> Term:
+    """Dense connectivity (DenseNet): n layers, each fed all earlier maps;
+    ``dense([f1, f2, ...])`` gives each layer its own term.
 
     >>> from operad import ops, Field
     >>> ops.dense(ops.conv(4) >> ops.relu(), 3).bind(Field(6)).out_type
     Field(18)
+    >>> ops.dense([ops.conv(4), ops.conv(2)]).bind(Field(6)).out_type
+    Field(12)
     """
+    if isinstance(layer, (list, tuple)):
+        layers = _branches(tuple(layer), "dense")
+        if n is not None and n != len(layers):
+            raise OpArgError(f"ops.dense got {len(layers)} layers and n={n}; give one or the other")
+        return Dense(layers[0], len(layers), layers)
     if not isinstance(layer, Term):
-        raise OpArgTypeError(f"ops.dense takes a term; got {type(layer).__name__}")
+        raise OpArgTypeError(f"ops.dense takes a term (and n) or a list of terms; got {type(layer).__name__}")
+    if n is None:
+        raise OpArgTypeError("ops.dense(layer, n) needs n, the number of layers")
     return Dense(layer, n)
 
 
@@ -744,7 +770,11 @@ def _residual_examples(draw):
 
 def _dense_examples(draw):
     from hypothesis import strategies as st
-    return Dense(_leaf(draw, draw(st.integers(1, 3))), draw(st.integers(1, 3))), Field(draw(st.integers(1, 4))), _size(draw)
+    n = draw(st.integers(1, 3))
+    if draw(st.booleans()):
+        layers = tuple(_leaf(draw, draw(st.integers(1, 3))) for _ in range(n))
+        return Dense(layers[0], n, layers), Field(draw(st.integers(1, 4))), _size(draw)
+    return Dense(_leaf(draw, draw(st.integers(1, 3))), n), Field(draw(st.integers(1, 4))), _size(draw)
 
 
 def _seq_examples(draw):

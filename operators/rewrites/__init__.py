@@ -13,6 +13,8 @@ is this package.
 ``quantize``               convs and linears to QNN k-bit layers
 ``pack``                   a trained binary/quantized network's deployment
                            form (sign bits + alpha, integer levels + scale)
+``prune``                  remove filters and every channel coupled to them
+                           (``trace_channels`` shows the couplings)
 =========================  ====================================================
 
 >>> from operad import ops, rewrite
@@ -27,6 +29,9 @@ from .to_min import to_min
 from .binarize import binarize
 from .quantize import quantize
 from .pack import pack
+from .channels import trace_channels, register_pruner
+from .prune import prune, zero_channels, importance_scores, prune_plan, amount_for_macs
 
 __all__ = ["substitute", "matcher", "fuse", "remove_residuals", "to_dendritic", "to_min", "binarize", "quantize",
-           "pack"]
+           "pack", "prune", "trace_channels", "register_pruner", "zero_channels", "importance_scores",
+           "prune_plan", "amount_for_macs"]

@@ -307,13 +307,13 @@ def _fuse(m: nn.Module) -> Tuple[Term, Loader]:
         return Residual(body[0], short[0] if short else None), load
     if isinstance(term, Dense):
         parts = [_fuse(layer) for layer in m.layers]
-        if any(p[0] != parts[0][0] for p in parts):
-            return _keep(m)
 
         def load(new):
             for (_, ld), layer in zip(parts, new.layers):
                 ld(layer)
-        return Dense(parts[0][0], term.n), load
+        if all(p[0] == parts[0][0] for p in parts):
+            return Dense(parts[0][0], term.n), load
+        return Dense(parts[0][0], term.n, tuple(p[0] for p in parts)), load
     if hasattr(m, "branch") and isinstance(getattr(term, "items", None), tuple) and \
             len(term.items) == len(m.branch) and type(term).__name__ in ("Sum", "Concat", "Minimum"):
         parts = [_fuse(b) for b in m.branch]
