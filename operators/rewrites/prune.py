@@ -245,8 +245,8 @@ def apply_plan(g: ChannelGraph, drop: Iterable[int]) -> nn.Module:
     model = g.model
     term, load = g.rebuild_root()
     new = term.bind(model.in_type)
-    p = next(model.parameters(), None)
-    if p is not None:
+    p = next((q for q in [*model.parameters(), *model.buffers()] if q.is_floating_point()), None)
+    if p is not None:  # a model with buffers only (a complex norm without affine) keeps their dtype too
         new = new.to(dtype=p.dtype, device=p.device)
     load(new)
     new.train(model.training)
