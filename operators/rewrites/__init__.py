@@ -12,7 +12,8 @@ is this package.
 ``binarize``               convs and linears to BWN/XNOR binary layers
 ``quantize``               convs and linears to QNN k-bit layers
 ``pack``                   a trained binary/quantized network's deployment
-                           form (sign bits + alpha, integer levels + scale)
+                           form (sign bits + alpha, k-bit levels + scale, in
+                           one store); ``packable_state`` its saved entries
 =========================  ====================================================
 
 >>> from operad import ops, rewrite
@@ -26,7 +27,7 @@ from .to_dendritic import to_dendritic
 from .to_min import to_min
 from .binarize import binarize
 from .quantize import quantize
-from .pack import pack
+from .pack import pack, packable_state
 
 __all__ = ["substitute", "matcher", "fuse", "remove_residuals", "to_dendritic", "to_min", "binarize", "quantize",
-           "pack"]
+           "pack", "packable_state"]
