@@ -23,8 +23,8 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pack_bits", "unpack_bits", "to_unsigned", "to_signed", "pack_words", "xnor_conv2d", "popcount64", "load_cpp", "cpp_loaded",
-           "correction_kernel"]
+__all__ = ["pack_bits", "unpack_bits", "to_unsigned", "to_signed", "pack_words", "xnor_conv2d", "popcount64",
+           "load_cpp", "cpp_loaded", "correction_kernel"]
 
 _SHIFTS8 = torch.arange(8, dtype=torch.uint8)
 _SHIFTS64 = torch.arange(64, dtype=torch.int64)
@@ -65,7 +65,8 @@ def to_unsigned(q: torch.Tensor, k: int) -> torch.Tensor:
     q = q.to(torch.int64)
     lo, hi = -(1 << (k - 1)), (1 << (k - 1)) - 1
     if q.numel() and (int(q.min()) < lo or int(q.max()) > hi):
-        raise ValueError(f"to_unsigned: {k}-bit signed integers lie in [{lo}, {hi}]; got [{int(q.min())}, {int(q.max())}]")
+        raise ValueError(f"to_unsigned: {k}-bit signed integers lie in [{lo}, {hi}]; "
+                         f"got [{int(q.min())}, {int(q.max())}]")
     return q & ((1 << k) - 1)
 
 
