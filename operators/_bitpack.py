@@ -1,6 +1,8 @@
 """Bit packing and the XNOR/popcount convolution on the CPU.
 
-Storage packs signs eight to a byte (:func:`pack_signs`, :func:`unpack_signs`).
+Storage packs ``k``-bit integers into one stream of bytes (:func:`pack_bits`,
+:func:`unpack_bits`): signs eight to a byte, 2-bit levels four to a byte, 3-bit
+levels across byte boundaries, ``ceil(n k / 8)`` bytes for ``n`` values.
 The XNOR convolution packs channels 64 to an ``int64`` word: for ``+-1``
 vectors ``a``, ``w`` of length ``n``, ``a . w = n - 2 popcount(a xor w)``, so a
 3x3 convolution over 256 channels takes 36 xors and popcounts per output
@@ -21,30 +23,56 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["pack_signs", "unpack_signs", "pack_words", "xnor_conv2d", "popcount64", "load_cpp", "cpp_loaded",
-           "correction_kernel"]
+__all__ = ["pack_bits", "unpack_bits", "to_unsigned", "to_signed", "pack_words", "xnor_conv2d", "popcount64",
+           "load_cpp", "cpp_loaded", "correction_kernel"]
 
 _SHIFTS8 = torch.arange(8, dtype=torch.uint8)
 _SHIFTS64 = torch.arange(64, dtype=torch.int64)
 _M1, _M2, _M4, _H01 = 0x5555555555555555, 0x3333333333333333, 0x0F0F0F0F0F0F0F0F, 0x0101010101010101
 
 
-def pack_signs(positive: torch.Tensor) -> torch.Tensor:
-    """Pack a boolean tensor ``(O, ...)`` row-wise into ``uint8`` ``(O, ceil(n/8))``,
-    bit ``j`` of byte ``i`` holding element ``8i + j`` of the flattened row."""
-    b = positive.reshape(positive.shape[0], -1).to(torch.uint8)
-    n = b.shape[1]
-    b = F.pad(b, (0, -n % 8)).view(b.shape[0], -1, 8)
-    return (b << _SHIFTS8).sum(-1, dtype=torch.uint8)
+def pack_bits(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Integers in ``[0, 2**k)`` (any shape, read flattened) as a ``uint8`` stream of
+    ``ceil(numel * k / 8)`` bytes: value ``i`` takes bits ``i k .. i k + k - 1``
+    (least significant first), bit ``j`` of the stream is bit ``j % 8`` of byte ``j // 8``.
+
+    >>> pack_bits(torch.tensor([1, 2, 3, 0, 3]), 2).tolist()   # 4 values to a byte
+    [57, 3]
+    """
+    if not 1 <= k <= 32:
+        raise ValueError(f"pack_bits packs 1..32 bits per value; got k={k}")
+    v = values.reshape(-1).to(torch.int64)
+    if v.numel() and (int(v.min()) < 0 or int(v.max()) >= 1 << k):
+        raise ValueError(f"pack_bits: values must lie in [0, 2**{k}); got [{int(v.min())}, {int(v.max())}]")
+    b = v.unsqueeze(1) >> torch.arange(k, device=v.device) if k > 1 else v.unsqueeze(1)
+    b = (b & 1).to(torch.uint8).reshape(-1)
+    b = F.pad(b, (0, -b.numel() % 8)).view(-1, 8)
+    return (b << _SHIFTS8.to(b.device)).sum(-1, dtype=torch.uint8)
 
 
-def unpack_signs(packed: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
-    """The boolean tensor of ``shape`` that :func:`pack_signs` packed."""
-    n = 1
-    for s in shape[1:]:
-        n *= s
-    bits = (packed.unsqueeze(-1) >> _SHIFTS8.to(packed.device)) & 1
-    return bits.reshape(packed.shape[0], -1)[:, :n].reshape(shape).bool()
+def unpack_bits(packed: torch.Tensor, k: int, n: int) -> torch.Tensor:
+    """The first ``n`` ``k``-bit values of a :func:`pack_bits` stream, as ``int64`` ``(n,)``."""
+    if packed.numel() * 8 < n * k:
+        raise ValueError(f"unpack_bits: {packed.numel()} bytes hold fewer than {n} values of {k} bits")
+    b = ((packed.reshape(-1, 1) >> _SHIFTS8.to(packed.device)) & 1).reshape(-1)[:n * k].to(torch.int64)
+    if k == 1:
+        return b
+    return (b.view(n, k) << torch.arange(k, device=b.device)).sum(1)
+
+
+def to_unsigned(q: torch.Tensor, k: int) -> torch.Tensor:
+    """Signed integers in ``[-2**(k-1), 2**(k-1))`` as their ``k``-bit two's complement."""
+    q = q.to(torch.int64)
+    lo, hi = -(1 << (k - 1)), (1 << (k - 1)) - 1
+    if q.numel() and (int(q.min()) < lo or int(q.max()) > hi):
+        raise ValueError(f"to_unsigned: {k}-bit signed integers lie in [{lo}, {hi}]; "
+                         f"got [{int(q.min())}, {int(q.max())}]")
+    return q & ((1 << k) - 1)
+
+
+def to_signed(u: torch.Tensor, k: int) -> torch.Tensor:
+    """The inverse of :func:`to_unsigned`."""
+    return u - (((u >> (k - 1)) & 1) << k)
 
 
 def _pack_last(b: torch.Tensor) -> torch.Tensor:

@@ -55,3 +55,13 @@ def test_bench_zoo_times_a_model_with_its_baseline():
                          train_img_s=1.0, base_latency_ms=2.0, base_train_img_s=2.0)])
     # the ratio uses the paired (alternating) baseline figures, not the baseline's own row
     assert rows[1]["lat_ratio"] == 2.0 and rows[1]["train_ratio"] == 0.5
+
+
+def test_bench_binary_sizes_measure_the_packed_store(capsys):
+    from operad.experiments.bench import binary
+
+    s = binary.sizes("resnet20_xnor")
+    assert s["layers_float"] / s["layers_packed"] >= 25 and s["model_packed"] < s["model_float"]
+    binary.main(["--sizes-only", "--models", "resnet20_xnor"])
+    row = capsys.readouterr().out.strip().splitlines()[-1]
+    assert row.startswith("| resnet20_xnor | 1,074,925 |") and f"{s['layers_packed']:,}" in row

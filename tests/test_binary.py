@@ -1,5 +1,6 @@
 """Binary and quantized networks: bits in types, STE gradients, the paper's
 formulas, the binarize/quantize rewrites on a ResNet, and pack's exactness and size."""
+import copy
 import io
 
 import pytest
@@ -9,9 +10,11 @@ import torch.nn.functional as F
 
 import operad
 from operad import Field, ops, rewrite
+from operad.models import create_model
 from operad.models.resnet import basic_block, cifar_resnet
 from operad.operators import _bitpack
 from operad.operators.binary import BinaryConv
+from operad.operators.rewrites.pack import PackedConv2d
 
 
 # ----- types ---------------------------------------------------------------------------
@@ -145,20 +148,57 @@ def test_pack_computes_the_trained_function(scheme):
     torch.testing.assert_close(rewrite.pack(m64)(x.double()), m64(x.double()), rtol=1e-12, atol=1e-12)
 
 
-def test_pack_quantized_is_exact_and_loads_weights_only():
+def _reloaded(p, fresh):
+    """``fresh`` (a packed model of the same architecture) with ``p``'s state, saved and loaded weights-only."""
+    buf = io.BytesIO()
+    torch.save(p.state_dict(), buf)
+    buf.seek(0)
+    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    return fresh
+
+
+_QNN = [dict(w_bits=2, a_bits=2), dict(w_bits=3, a_bits=2), dict(w_bits=4, a_bits=3, log=True),
+        dict(w_bits=5, a_bits=4), dict(w_bits=1, a_bits=2)]
+
+
+@pytest.mark.parametrize("kw", _QNN, ids=lambda kw: "-".join(f"{k}{v}" for k, v in kw.items()))
+def test_pack_quantized_is_exact_and_loads_weights_only(kw):
     net = ops.conv(8) >> ops.relu() >> ops.conv(16) >> ops.relu() >> ops.conv(16, stride=2) >> ops.relu() \
         >> ops.global_pool() >> ops.linear(12) >> ops.linear(5)
-    for kw in (dict(w_bits=2, a_bits=2), dict(w_bits=4, a_bits=3, log=True), dict(w_bits=1, a_bits=2)):
-        m = _trained(rewrite.quantize(net, **kw))
-        p = rewrite.pack(m)
-        x = torch.randn(2, 3, 8, 8)
-        assert torch.equal(p(x), m(x)), kw
-        buf = io.BytesIO()
-        torch.save(p.state_dict(), buf)
-        buf.seek(0)
-        fresh = rewrite.pack(_trained(rewrite.quantize(net, **kw), seed=1))
-        fresh.load_state_dict(torch.load(buf, weights_only=True))
-        assert torch.equal(fresh(x), m(x))
+    m = _trained(rewrite.quantize(net, **kw))
+    p = rewrite.pack(m)
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(p(x), m(x)), kw
+    m64 = copy.deepcopy(m).double()
+    assert torch.equal(rewrite.pack(m64)(x.double()), m64(x.double())), kw
+    fresh = _reloaded(p, rewrite.pack(_trained(rewrite.quantize(net, **kw), seed=1)))
+    assert torch.equal(fresh(x), m(x))
+
+
+def _packable(m):
+    return [mod for mod in m.modules() if type(mod).__name__ in ("BinaryConv2d", "BinaryLinearModule",
+                                                                   "QuantConv2d", "QuantLinearModule")]
+
+
+@pytest.mark.parametrize("w_bits", [2, 3, 4])
+def test_k_bit_weights_are_stored_as_k_bit_integers(w_bits):
+    """A ResNet-20 with k-bit weights packs into exactly ceil(n k / 8) bytes of levels per layer,
+    the levels are the trained layer's integers, and its file shrinks accordingly."""
+    m = _trained(rewrite.quantize(cifar_resnet(20), w_bits=w_bits, a_bits=2))
+    p = rewrite.pack(m)
+    layers = _packable(m)
+    assert len(layers) == 18
+    assert p.packed_bits.numel() == sum(-(-mod.weight.numel() * w_bits // 8) for mod in layers)
+    assert p.packed_floats.numel() == sum(mod.out_channels for mod in layers)  # one scale per filter
+    packed = [mod for mod in p.modules() if isinstance(mod, PackedConv2d)]
+    for mod, pm in zip(layers, packed):
+        w = mod.weight.detach()
+        scale = w.abs().amax(dim=(1, 2, 3), keepdim=True)
+        assert torch.equal(pm.codes(), torch.round(w / scale * (2 ** (w_bits - 1) - 1)).long())
+    ratio = _file_bytes(rewrite.packable_state(m)) / _file_bytes(rewrite.packable_state(p))
+    assert ratio >= {2: 15.0, 3: 10.0, 4: 7.5}[w_bits], ratio  # 32/k less the per-filter scales; int8 gave < 4x
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(p(x), m(x))
 
 
 def _file_bytes(sd) -> int:
@@ -167,24 +207,94 @@ def _file_bytes(sd) -> int:
     return buf.getbuffer().nbytes
 
 
-def test_packed_binary_layers_are_25x_smaller_on_disk():
-    net = ops.conv(64) >> ops.bn() >> ops.relu() >> (ops.conv(128, bias=False) >> ops.bn() >> ops.relu()) * 3 \
-        >> ops.global_pool() >> ops.linear(10)
-    m = _trained(rewrite.binarize(net, "xnor"))
+def _random_bn(m):
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):  # away from exact ties at sign's threshold
+            mod.running_mean.normal_()
+            mod.running_var.uniform_(0.5, 2)
+    return m.eval()
+
+
+@pytest.mark.parametrize("name", ["resnet20_xnor", "resnet20_bwn", "nin_cifar_xnor"])
+def test_packed_binary_layers_are_25x_smaller_on_disk(name):
+    """The issue's figure: the saved bytes of the binarized layers, float form over packed form."""
+    torch.manual_seed(0)
+    m = _random_bn(create_model(name))
     p = rewrite.pack(m)
-    names = [n for n, mod in m.named_modules() if type(mod).__name__ == "BinaryConv2d"]
-    assert len(names) == 3
-    float_sd = {k: v for k, v in m.state_dict().items() if any(k.startswith(n + ".") for n in names)}
-    packed_sd = {k: v for k, v in p.state_dict().items() if any(k.startswith(n + ".") for n in names)}
+    layers = _packable(m)
+    assert len(layers) == {"resnet20_xnor": 18, "resnet20_bwn": 18, "nin_cifar_xnor": 7}[name]
+    packed_sd = rewrite.packable_state(p)
+    assert sorted(packed_sd) == ["packed_bits", "packed_floats"]  # one store for all the layers
+    assert packed_sd["packed_bits"].numel() == sum(-(-mod.weight.numel() // 8) for mod in layers)
+    assert packed_sd["packed_floats"].numel() == sum(mod.out_channels * (1 + (mod.bias is not None)) for mod in layers)
+    float_sd = rewrite.packable_state(m)
+    assert len(float_sd) == sum(1 + (mod.bias is not None) for mod in layers)
     ratio = _file_bytes(float_sd) / _file_bytes(packed_sd)
     assert ratio >= 25, ratio
-    buf = io.BytesIO()
-    torch.save(p.state_dict(), buf)
-    buf.seek(0)
-    fresh = rewrite.pack(_trained(rewrite.binarize(net, "xnor"), seed=3))
-    fresh.load_state_dict(torch.load(buf, weights_only=True))
-    x = torch.randn(1, 3, 8, 8)
+    torch.manual_seed(1)
+    fresh = _reloaded(p, rewrite.pack(_random_bn(create_model(name))))
+    x = torch.randn(2, 3, 32, 32)
     assert torch.equal(fresh(x), p(x))
+    torch.testing.assert_close(p(x), m(x), rtol=1e-4, atol=1e-4)
+
+
+def test_packed_resnet20_saves_and_loads_as_safetensors(tmp_path):
+    """The weights file training writes (safetensors): 25x smaller too, and it loads into pack(fresh)."""
+    pytest.importorskip("safetensors")
+    from operad.models.hub import load_weights, save_safetensors
+
+    torch.manual_seed(0)
+    m = _random_bn(create_model("resnet20_xnor"))
+    p = rewrite.pack(m)
+    sizes = {}
+    for form, model in (("float", m), ("packed", p)):
+        save_safetensors(rewrite.packable_state(model), str(tmp_path / f"{form}.safetensors"))
+        sizes[form] = (tmp_path / f"{form}.safetensors").stat().st_size
+    assert sizes["float"] / sizes["packed"] >= 25, sizes
+    path = save_safetensors(p, str(tmp_path / "model.safetensors"))
+    torch.manual_seed(1)
+    fresh = load_weights(rewrite.pack(_random_bn(create_model("resnet20_xnor"))), path)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(fresh(x), p(x))
+
+
+def test_pack_store_follows_copies_and_dtype_changes():
+    net = ops.conv(8) >> ops.bn() >> ops.binary_conv(16, scheme="xnor") >> ops.bn() >> ops.binary_conv(8) \
+        >> ops.global_pool() >> ops.linear(3)
+    p = rewrite.pack(_trained(rewrite.binarize(net, "xnor")))
+    x = torch.randn(2, 3, 8, 8)
+    y = p(x)
+    q = copy.deepcopy(p)
+    q.packed_floats.zero_()  # the copy's layers read the copy's store, not p's
+    assert torch.equal(p(x), y) and not torch.equal(q(x), y)
+    torch.testing.assert_close(copy.deepcopy(p).double()(x.double()), y.double())
+    with pytest.raises(ValueError, match="float types"):
+        m = _trained(rewrite.binarize(net, "xnor"))
+        _packable(m)[0].double()
+        rewrite.pack(m)
+
+
+@pytest.mark.parametrize("mod", ["operad.operators.rewrites.pack", "operad.operators.rewrites._pack_store",
+                                 "operad.operators._bitpack"])
+def test_pack_docstring_examples(mod):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(mod), optionflags=doctest.ELLIPSIS)
+    assert res.failed == 0 and res.attempted > 0
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 8, 13])
+def test_k_bit_streams_round_trip(k):
+    g = torch.Generator().manual_seed(k)
+    q = torch.randint(-(1 << (k - 1)), 1 << (k - 1), (37,), generator=g) if k > 1 else torch.randint(0, 2, (37,))
+    u = _bitpack.to_unsigned(q, k) if k > 1 else q
+    s = _bitpack.pack_bits(u, k)
+    assert s.dtype == torch.uint8 and s.numel() == -(-37 * k // 8)
+    back = _bitpack.unpack_bits(s, k, 37)
+    assert torch.equal(_bitpack.to_signed(back, k) if k > 1 else back, q)
+    with pytest.raises(ValueError, match="lie in"):
+        _bitpack.pack_bits(torch.tensor([1 << k]), k)
 
 
 @pytest.mark.parametrize("c,o,k,stride,pad,dil,mode", [

@@ -10,11 +10,12 @@ the minimum over ``--runs`` rounds (robust on a shared machine), ``--threads`` t
 simulation ``conv(sign(x), sign(W)) * alpha`` before timing.
 
 Size: for each model, the bytes of ``torch.save(state_dict)`` of the binarized
-layers, trained form (float weights) against packed (sign bits + alpha), and of
-the whole model.
+layers (``rewrite.packable_state``), trained form (float weights) against
+packed (sign bits + alpha, all layers in one store), and of the whole model.
 
     .venv/bin/python -m operad.experiments.bench.binary
     .venv/bin/python -m operad.experiments.bench.binary --channels 64 128 256 --size 16 --batch 4 --threads 1
+    .venv/bin/python -m operad.experiments.bench.binary --sizes-only     # the saved sizes alone
 """
 from __future__ import annotations
 
@@ -62,27 +63,17 @@ def _file_bytes(sd) -> int:
 
 
 def sizes(name: str) -> Dict[str, float]:
-    """Saved bytes of a binary model's binarized layers and of the whole model,
-    trained form against packed."""
+    """Saved bytes of a binary model's binarized layers (``rewrite.packable_state``)
+    and of the whole model, trained form against packed."""
     m = create_model(name).eval()
     p = rewrite.pack(m)
-    layers = [n for n, mod in m.named_modules() if type(mod).__name__ in ("BinaryConv2d", "BinaryLinearModule")]
-    pick = lambda sd: {k: v for k, v in sd.items() if any(k.startswith(n + ".") for n in layers)}
-    return {"layers_float": _file_bytes(pick(m.state_dict())), "layers_packed": _file_bytes(pick(p.state_dict())),
+    return {"layers_float": _file_bytes(rewrite.packable_state(m)),
+            "layers_packed": _file_bytes(rewrite.packable_state(p)),
             "model_float": _file_bytes(m.state_dict()), "model_packed": _file_bytes(p.state_dict())}
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--channels", type=int, nargs="+", default=[64, 128, 256])
-    ap.add_argument("--size", type=int, default=16)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--no-cpp", action="store_true", help="skip the C++ popcount kernel")
-    ap.add_argument("--models", nargs="*", default=["nin_cifar_xnor", "resnet20_xnor", "bnn_vgg_cifar", "resnet18_xnor"])
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+def _print_speed(args) -> None:
+    """The speed table: float conv against the packed XNOR layer(s), one row per channel count."""
     backends = ["torch"]
     if not args.no_cpp:
         if _bitpack.load_cpp():
@@ -101,6 +92,22 @@ def main(argv=None) -> None:
         row += f" | {t['layer'] * 1e3:.2f} | {t['float'] / t['layer']:.2f}x |" if "layer" in t else " |"
         print(row)
     print()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--channels", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--size", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-cpp", action="store_true", help="skip the C++ popcount kernel")
+    ap.add_argument("--sizes-only", action="store_true", help="only the saved sizes (no timing)")
+    ap.add_argument("--models", nargs="*", default=["nin_cifar_xnor", "resnet20_xnor", "bnn_vgg_cifar", "resnet18_xnor"])
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.sizes_only:
+        _print_speed(args)
     print("| model | binarized layers: float bytes | packed bytes | ratio | whole model: float | packed | ratio |")
     print("|---|---|---|---|---|---|---|")
     for name in args.models:

@@ -107,7 +107,8 @@ def _saved_bytes(sd) -> int:
 
 def packed_file_ratio(name: str) -> Callable[[int, str], float]:
     """``measure``: bytes ``torch.save`` writes for the binarized layers of ``name`` in their trained form
-    (float weights) over the same layers after ``operad.rewrite.pack`` (sign bits + alpha), seeded weights."""
+    (float weights) over the same layers after ``operad.rewrite.pack`` (sign bits + alpha in one store),
+    seeded weights; both sides are ``operad.rewrite.packable_state``."""
 
     def measure(seed: int, profile: str) -> float:
         import torch
@@ -117,13 +118,10 @@ def packed_file_ratio(name: str) -> Callable[[int, str], float]:
 
         torch.manual_seed(seed)
         m = create_model(name).eval()
-        p = rewrite.pack(m)
-        layers = [n for n, mod in m.named_modules() if type(mod).__name__ in _BINARY_LAYERS]
-        pick = lambda sd: {k: v for k, v in sd.items() if any(k.startswith(n + ".") for n in layers)}
-        packed = pick(p.state_dict())
-        if not packed:
-            raise ValueError(f"{name}: pack() kept no binarized layer")
-        return _saved_bytes(pick(m.state_dict())) / _saved_bytes(packed)
+        trained, packed = rewrite.packable_state(m), rewrite.packable_state(rewrite.pack(m))
+        if not trained or not packed:
+            raise ValueError(f"{name}: no binarized layer to pack")
+        return _saved_bytes(trained) / _saved_bytes(packed)
 
     measure.__name__ = f"saved_bytes_ratio(pack({name}))"
     return measure

@@ -12,7 +12,8 @@ is this package.
 ``binarize``               convs and linears to BWN/XNOR binary layers
 ``quantize``               convs and linears to QNN k-bit layers
 ``pack``                   a trained binary/quantized network's deployment
-                           form (sign bits + alpha, integer levels + scale)
+                           form (sign bits + alpha, k-bit levels + scale, in
+                           one store); ``packable_state`` its saved entries
 ``prune``                  remove filters and every channel coupled to them
                            (``trace_channels`` shows the couplings)
 =========================  ====================================================
@@ -28,10 +29,10 @@ from .to_dendritic import to_dendritic
 from .to_min import to_min
 from .binarize import binarize
 from .quantize import quantize
-from .pack import pack
+from .pack import pack, packable_state
 from .channels import trace_channels, register_pruner
 from .prune import prune, zero_channels, importance_scores, prune_plan, amount_for_macs
 
 __all__ = ["substitute", "matcher", "fuse", "remove_residuals", "to_dendritic", "to_min", "binarize", "quantize",
-           "pack", "prune", "trace_channels", "register_pruner", "zero_channels", "importance_scores",
-           "prune_plan", "amount_for_macs"]
+           "pack", "packable_state", "prune", "trace_channels", "register_pruner", "zero_channels",
+           "importance_scores", "prune_plan", "amount_for_macs"]
