@@ -190,6 +190,9 @@ class Config:
     recipe: str = setting("", doc="a training recipe of its own instead of the engine (operad.experiments.speedrun)",
                           choices=("", "speedrun"))
     recipe_args: Dict[str, Any] = setting({}, doc="settings of the recipe")
+    prune: Dict[str, Any] = setting({}, doc="after training, rounds of pruning and fine-tuning: rounds, macs or "
+                                            "amount, importance, epochs, lr, batches, round_to "
+                                            "(operad.experiments.pruning)")
     # data
     dataset: str = setting("cifar10", doc="data set", choices=("cifar10", "cifar100", "camvid", "voc", "coco"))
     data_root: str = setting("", doc="data folder (default $OPERAD_DATA, then ./data)")

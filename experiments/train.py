@@ -970,9 +970,16 @@ def train_run(cfg: Config, resume: bool = False, overwrite: bool = False, model:
         from operad.experiments.speedrun import run_config
 
         return run_config(cfg)
+    if cfg.prune:  # checked before any training, so a bad table costs nothing
+        from operad.experiments.pruning import prune_rounds, prune_settings
+
+        prune_settings(cfg.prune)
     threads_before = torch.get_num_threads()
     try:
-        return _train_run(cfg, resume, overwrite, model, train_data, val_data)
+        result = _train_run(cfg, resume, overwrite, model, train_data, val_data)
+        if cfg.prune:
+            result["prune"] = prune_rounds(cfg, result["run_dir"], resume=resume, overwrite=overwrite)
+        return result
     finally:
         torch.set_num_threads(threads_before)
 
