@@ -310,3 +310,12 @@ def test_errors_say_what_to_change():
         prune(m, drop=g.spaces()[0].units)
     with pytest.raises(ValueError, match="cannot be reached"):
         rewrite.amount_for_macs((ops.conv(4) >> ops.relu() >> ops.conv(2)).bind(Field(3)), 0.01)
+
+
+def test_the_readme_example_runs_and_reaches_its_target(capsys):
+    import os
+    import re
+    text = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    block = re.search(r"## Pruning.*?```python\n(.*?)```", text, re.S).group(1)
+    exec(compile(block, "README.md", "exec"), {})
+    assert float(capsys.readouterr().out) <= 0.4
