@@ -356,6 +356,7 @@ def cmd_redundancy(a) -> int:
     from operad.theory.redundancy import redundancy
 
     device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(a.seed)  # an untrained model's initial weights
     if os.path.exists(a.model):  # a run directory or checkpoint: its data set and classes
         from operad.experiments.train import load_run_model
 
@@ -590,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--batches", type=_int_at_least(1), default=4, help="batches analysed (default 4)")
     rd.add_argument("--batch-size", type=_int_at_least(1), default=64)
     rd.add_argument("--energy", type=_energy, default=0.99, help="share of gradient energy kept (default 0.99)")
-    rd.add_argument("--seed", type=_int_at_least(0), default=0, help="which images are drawn (default 0)")
+    rd.add_argument("--seed", type=_int_at_least(0), default=0,
+                    help="which images are drawn, and an untrained model's init (default 0)")
     rd.add_argument("--device", help="cpu or cuda (default: cuda if available)")
     rd.add_argument("--no-ema", action="store_true", help="a run's raw weights, not the EMA")
     rd.add_argument("--out", required=True, help="folder for report.json, report.txt and spectra.png")
