@@ -2,7 +2,6 @@
 effective rank, maximal pruning ratio and filter scores; the report, its plot and
 the ``operad redundancy`` command."""
 import json
-import math
 
 import pytest
 import torch
