@@ -12,6 +12,7 @@
     operad reproduce --list | [CLAIM ...] --profile cpu --seeds 3 --out DIR   # graded paper claims
     operad gpu-suite --budget 540 --out DIR [--smoke]                         # everything worth knowing on a GPU
     operad derive-boxes OUT [--min-area N]        # detection boxes derived from CamVid (VOC layout)
+    operad redundancy MODEL|RUN --data PATH --out DIR [--batches N] [--energy E]   # gradient spectra per layer
     operad --debug VERB ...                       # show the traceback of an error
 
 An error in what the user gave (config, expression, data, sizes) prints
@@ -342,6 +343,54 @@ def cmd_derive_boxes(a) -> int:
     return 0
 
 
+def cmd_redundancy(a) -> int:
+    """Per-layer gradient spectra, effective ranks and maximal pruning ratios (operad.theory.redundancy)."""
+    import functools
+
+    import torch
+    import torch.nn.functional as F
+
+    from operad.experiments.augment import DeviceBatches
+    from operad.experiments.data import check_classes, load_dataset
+    from operad.operators.algebra.errors import OperadError
+    from operad.theory.redundancy import redundancy
+
+    device = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(a.seed)  # an untrained model's initial weights
+    if os.path.exists(a.model):  # a run directory or checkpoint: its data set and classes
+        from operad.experiments.train import load_run_model
+
+        model, cfg, classes = load_run_model(a.model, use_ema=not a.no_ema, device=device)
+        data = load_dataset(a.dataset or cfg.dataset, a.split, a.data or cfg.data_root or None, a.subset or None)
+        if classes:
+            check_classes(data, classes, f"the checkpoint {a.model}")
+    else:  # a registered model or an expression, as wide as the data set's classes
+        data = load_dataset(a.dataset or "cifar10", a.split, a.data, a.subset or None)
+        if "ops." in a.model or ">>" in a.model:
+            model, _ = _model_from_spec(a.model, data.num_classes)
+        else:
+            from operad.models import create_model
+
+            model = create_model(a.model, num_classes=data.num_classes)
+        model = model.to(device)
+    width = getattr(getattr(model, "out_type", None), "channels", None)
+    if width is not None and width != data.num_classes:
+        raise OperadError(f"{a.model} has {width} outputs but {data.name} has {data.num_classes} classes "
+                          f"(an expression can end in ops.linear(num_classes))")
+    loss = None if data.ignore_index is None else functools.partial(F.cross_entropy, ignore_index=data.ignore_index)
+    batches = DeviceBatches(data, a.batch_size, device, shuffle=True, seed=a.seed)
+    rep = redundancy(model, batches, a.batches, loss, a.energy)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "report.json"), "w") as f:
+        json.dump(rep.to_dict(), f, indent=1)
+    with open(os.path.join(a.out, "report.txt"), "w") as f:
+        f.write(f"{a.model} on {data.name}/{data.split}\n{rep.table()}\n")
+    rep.plot(os.path.join(a.out, "spectra.png"))
+    print(rep.table())
+    print(f"wrote report.json, report.txt and spectra.png to {a.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 def _int_at_least(lo: int):
@@ -366,6 +415,16 @@ def _positive_float(s: str) -> float:
         v = float("nan")
     if not (v > 0 and v != float("inf")):
         raise argparse.ArgumentTypeError(f"expects a positive number; got {s!r}")
+    return v
+
+
+def _energy(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"expects a number in (0, 1], e.g. 0.99; got {s!r}")
     return v
 
 
@@ -522,6 +581,22 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--data", help="data root (default $OPERAD_DATA, ../shared/data, /tmp/data, ./data)")
     gs.add_argument("--sections", help="comma-separated subset, e.g. camvid (default: all, in order)")
     gs.set_defaults(fn=cmd_gpu_suite)
+
+    rd = add("redundancy", help="per-layer gradient spectra, effective ranks and maximal pruning ratios")
+    rd.add_argument("model", help="a registered model, an expression over ops, or a run directory / final.pt")
+    rd.add_argument("--data", help="data root (default: the run's, else $OPERAD_DATA, then ./data)")
+    rd.add_argument("--dataset", help="data set (default: the run's, else cifar10)")
+    rd.add_argument("--split", default="train", help="split the gradients come from (default train)")
+    rd.add_argument("--subset", type=_int_at_least(0), default=0, help="first N images per class (default all)")
+    rd.add_argument("--batches", type=_int_at_least(1), default=4, help="batches analysed (default 4)")
+    rd.add_argument("--batch-size", type=_int_at_least(1), default=64)
+    rd.add_argument("--energy", type=_energy, default=0.99, help="share of gradient energy kept (default 0.99)")
+    rd.add_argument("--seed", type=_int_at_least(0), default=0,
+                    help="which images are drawn, and an untrained model's init (default 0)")
+    rd.add_argument("--device", help="cpu or cuda (default: cuda if available)")
+    rd.add_argument("--no-ema", action="store_true", help="a run's raw weights, not the EMA")
+    rd.add_argument("--out", required=True, help="folder for report.json, report.txt and spectra.png")
+    rd.set_defaults(fn=cmd_redundancy)
     return p
 
 
