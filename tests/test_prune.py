@@ -319,3 +319,35 @@ def test_the_readme_example_runs_and_reaches_its_target(capsys):
     block = re.search(r"## Pruning.*?```python\n(.*?)```", text, re.S).group(1)
     exec(compile(block, "README.md", "exec"), {})
     assert float(capsys.readouterr().out) <= 0.4
+
+
+def _duplicated_filters_model():
+    torch.manual_seed(0)
+    m = (ops.conv(8, k=3) >> ops.relu() >> ops.global_pool() >> ops.linear(3)).bind(Field(3)).double()
+    with torch.no_grad():
+        m[0].weight[4:] = m[0].weight[:4]
+        m[0].bias[4:] = m[0].bias[:4]
+        m[3].weight[:, 4:] = m[3].weight[:, :4]   # copies feed the head alike: their gradients coincide
+    data = [(torch.randn(16, 3, 8, 8, dtype=torch.float64), torch.randint(0, 3, (16,))) for _ in range(2)]
+    return m, data
+
+
+def test_grad_rank_removes_one_filter_of_each_duplicate_pair():
+    m, data = _duplicated_filters_model()
+    p = prune(m, amount=0.5, importance="grad_rank", data=data)
+    kept = p[0].weight.reshape(4, -1)
+    originals = m[0].weight[:4].reshape(4, -1)
+    # the four kept filters are the four distinct ones (in some copy), never both copies of one
+    match = [int(((originals - k).abs().sum(1) < 1e-12).nonzero()[0]) for k in kept]
+    assert sorted(match) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="needs data"):
+        prune(m, importance="grad_rank")
+
+
+def test_grad_rank_without_amount_takes_each_layers_estimated_ratio():
+    m, data = _duplicated_filters_model()
+    from operad.theory import redundancy
+    ratio = redundancy(m, data, progress=False).max_prune_ratios["[0]"]
+    assert ratio >= 0.5                       # at least the four copies are redundant
+    p = prune(m, importance="grad_rank", data=data)
+    assert p[0].out_channels == 8 - math.floor(ratio * 8)

@@ -115,7 +115,7 @@ def _taylor_scores(g: ChannelGraph, model: nn.Module, data, loss_fn) -> Dict[int
 def _grad_rank_scores(g: ChannelGraph, model: nn.Module, data, loss_fn, batches: int):
     from ...theory.redundancy import redundancy
 
-    report = redundancy(model, data, batches=batches, loss=loss_fn)
+    report = redundancy(model, data, batches=batches, loss=loss_fn, progress=False)
     scores: Dict[int, float] = {}
     ratios: Dict[str, float] = {}
     for p in g.producers:
@@ -125,7 +125,7 @@ def _grad_rank_scores(g: ChannelGraph, model: nn.Module, data, loss_fn, batches:
         for u, v in zip(p.units.tolist(), s.tolist()):
             r = g.find(u)
             scores[r] = scores.get(r, 0.0) + float(v)
-        ratios[p.path] = float(report.max_prune_ratio[p.path])
+        ratios[p.path] = float(report.max_prune_ratios[p.path])
     return scores, ratios
 
 
@@ -168,7 +168,7 @@ def importance_scores(g: ChannelGraph, importance: str = "l1", data: Optional[It
 # Choosing what to remove
 # ---------------------------------------------------------------------------
 def _space_ratio(sp: Space, amount: Optional[float], ratios: Mapping[str, float]) -> float:
-    hits = [r for pat, r in ratios.items() for path in sp.paths if fnmatch.fnmatchcase(path, pat)]
+    hits = [r for pat, r in ratios.items() for path in sp.paths if path == pat or fnmatch.fnmatchcase(path, pat)]
     if hits:
         return min(hits)
     return amount or 0.0
@@ -183,8 +183,8 @@ def _check_fraction(name: str, v) -> float:
 def prune_plan(g: ChannelGraph, scores: Mapping[int, float], amount: Optional[float] = None,
                ratios: Optional[Mapping[str, float]] = None, round_to: int = 1) -> frozenset:
     """The units to remove: in every space, the lowest-scoring ``ratio`` of its units,
-    keeping a multiple of ``round_to`` (and at least one). ``ratios`` maps glob patterns
-    of layer paths (``"stage2*"``) to fractions; a space takes the smallest ratio among
+    keeping a multiple of ``round_to`` (and at least one). ``ratios`` maps layer paths
+    or glob patterns of them (``"stage2*"``; a path such as ``"[0]"`` matches itself) to fractions; a space takes the smallest ratio among
     its layers that match, else ``amount``."""
     ratios = {k: _check_fraction(f"ratios[{k!r}]", v) for k, v in (ratios or {}).items()}
     if amount is not None:
