@@ -70,3 +70,9 @@ def test_term_expr_round_trips_pruned_models():
         from operad.experiments.expr import parse_expr
         assert parse_expr(term_expr(t)) == t
     assert prune_settings({"amount": 0.3, "importance": "l2"})["rounds"] == 1
+
+
+def test_grad_rank_rounds_prune_by_the_estimated_redundancy(cifar_root, tmp_path):
+    r = train(_cfg(cifar_root, tmp_path, rounds=2, importance="grad_rank", epochs=0, batches=2))
+    params = [x["params"] for x in r["prune"]]
+    assert params[0] > params[1] >= params[2]
