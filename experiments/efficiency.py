@@ -166,8 +166,8 @@ def _int8(b: _Base, name: str) -> Variant:
     c = _costs(b.module, b.size)
     bops = None if c["macs"] is None else 64.0 * c["macs"]
     return Variant(name, "int8", q.module, state=q.state, derived=True, params=c["params"], macs=c["macs"], bops=bops,
-                   note=f"{q.description}; MACs of the float model, BOPs at 8x8 bits", cpu_only="int8 kernels run "
-                   "on the CPU" if q.path == "fx" else "", cost_bytes=None)
+                   note=f"{q.description}; MACs of the float model, BOPs at 8x8 bits",
+                   cpu_only=f"the int8 kernels ({q.path}) run on the CPU only", cost_bytes=None)
 
 
 def _rewritten(b: _Base, name: str) -> Variant:
@@ -258,6 +258,8 @@ def time_variants(variants: Sequence[Variant], size: Sequence[int], batches: Seq
         except Exception as e:
             for bs in batches:
                 out[v.name][str(bs)] = f"not run: {e}"
+                for _ in range(runs if tick else 0):
+                    tick(v.name)
     g = torch.Generator().manual_seed(seed)
     for bs in batches:
         x = torch.randn(bs, *size, generator=g).to(dev)

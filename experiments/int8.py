@@ -111,14 +111,16 @@ def _fx(model: nn.Module, calib: Sequence[torch.Tensor]) -> Int8Model:
 
     engine = int8_engine()
     with int8_runtime(engine), warnings.catch_warnings():
-        # torch 2.13 warns that the quantized-tensor API behind these modules is deprecated; it still runs
+        # torch 2.13 warns that torch.ao.quantization and its quantized tensors are deprecated; they still run
         warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         prepared = prepare_fx(copy.deepcopy(model).eval(), get_default_qconfig_mapping(engine), (calib[0][:1],))
         _calibrate(prepared, calib)
         q = convert_fx(prepared).eval()
     return Int8Model(q, dict(q.state_dict()), "fx",
                      f"torch.ao.quantization FX static ({engine} engine, per-channel int8 weights, "
-                     f"calibrated on {len(calib)} batches)", engine)
+                     f"calibrated on {len(calib)} batches; deprecated in favour of torchao but working on torch "
+                     f"{torch.__version__.split('+')[0]})", engine)
 
 
 def _graph_state(gm: nn.Module) -> Dict[str, torch.Tensor]:
