@@ -113,7 +113,7 @@ def _claim_json(path, claim, arms, reason=""):
 
 
 def test_accuracy_comes_from_the_claims_results(tmp_path):
-    _claim_json(tmp_path / "depth.json", "depth", {"resnet20": ("", "resnet20", [0.4, 0.5])})
+    _claim_json(tmp_path / "a_depth.json", "a_depth", {"resnet20": ("", "resnet20", [0.4, 0.5, 0.45])})
     _claim_json(tmp_path / "bin.json", "bin", {"resnet20_fp": ("binary_vs_float", "resnet20_fp", [0.6, 0.6, 0.6]),
                                                "resnet20_xnor": ("binary_vs_float", "resnet20_xnor", [0.3] * 3)},
                 reason="near chance")
@@ -128,6 +128,11 @@ def test_accuracy_comes_from_the_claims_results(tmp_path):
     assert rows["xnor"]["top1"] == pytest.approx(0.3) and "near chance" in rows["xnor"]["top1_source"]
     assert rows["pruned2x"]["top1"] is None and rows["pruned2x"]["top1_source"] == "n/a"
     assert rows["float32"]["latency_s"] == {"cpu": {}}
+    # a run's own weights are not the claims' networks: without data to measure them, no accuracy
+    mine = [eff.Variant("float32", "float", nn.Identity(), model_name="resnet20", derived=True),
+            eff.Variant("xnor", "binary", nn.Identity(), model_name="resnet20_xnor")]
+    acc = eff._accuracies(mine, "runs/mine", "cifar10", None, 0, str(tmp_path))
+    assert "float32" not in acc and acc["xnor"]["top1"] == pytest.approx(0.3)
 
 
 @pytest.fixture(scope="module")
