@@ -13,7 +13,7 @@ and which trade-off wins depends on the device).
 ``qnn``           :func:`operad.rewrite.quantize` (1-bit weights, 2-bit activations), timed and saved in its
                   :func:`operad.rewrite.pack` form (integer levels and a scale per filter)
 ``bwn``/``xnor``  :func:`operad.rewrite.binarize`, timed and saved packed (sign bits and alpha per filter;
-                  XNOR convolutions by xor and popcount)
+                  XNOR convolutions by xor and popcount, in the C++ kernel when it builds)
 ``prunedNx``      :func:`operad.rewrite.prune` (L1 importance) at the amount
                   :func:`operad.rewrite.amount_for_macs` finds for N times fewer MACs; not fine-tuned
 ``alternatives``  the registered structural counterparts (:func:`alternatives`: Ghost, G-Ghost, MGIC and,
@@ -177,8 +177,9 @@ def _rewritten(b: _Base, name: str) -> Variant:
         raise OperadError(f"{name} rewrites an operad network (a registered model or an expression)")
     m = (rewrite.quantize(b.module, w_bits=1, a_bits=2) if name == "qnn" else rewrite.binarize(b.module, name)).eval()
     what = "integer levels + scale per filter" if name == "qnn" else "sign bits + alpha per filter"
+    kernel = f"; XNOR convs by {b.info['xnor_kernel']}" if name == "xnor" and b.info.get("xnor_kernel") else ""
     return Variant(name, "quantized" if name == "qnn" else "binary", rewrite.pack(m), model_name=f"{b.name}_{name}",
-                   **_costs(m, b.size), note=f"packed ({what}); first and last layer float")
+                   **_costs(m, b.size), note=f"packed ({what}){kernel}; first and last layer float")
 
 
 def _pruned(b: _Base, name: str) -> Variant:
@@ -283,29 +284,27 @@ def time_variants(variants: Sequence[Variant], size: Sequence[int], batches: Seq
 
 # ----------------------------------------------------------------------------- accuracy
 
-def _arm_model(config: str, run: str, cache: Dict[Tuple[str, str], str]) -> str:
-    """The registered model of a claim arm: its config's ``[[runs]]`` entry, or the arm's model itself."""
-    if (config, run) in cache:
-        return cache[(config, run)]
-    model = run
-    if config:
-        from operad.experiments.config import ConfigError, load_config
+def _arm_model(claim: str, arm: str, profile: str, cache: Dict[Tuple[str, str, str], str]) -> str:
+    """The registered model a claim's arm trained: its config's run with the arm's overrides applied (an arm may
+    swap the run's model), through the claims registry; empty for an arm it does not know or an expression."""
+    key = (claim, arm, profile)
+    if key not in cache:
+        from operad.experiments.claims import PROFILES, all_claims
+        from operad.experiments.claims.runner import arm_config
 
-        try:
-            raw = load_config(config)
-        except (ConfigError, OSError):
-            raw = {}
-        entries = [r for r in raw.get("runs") or [] if isinstance(r, dict) and r.get("name", r.get("model")) == run]
-        model = (entries[0].get("model") if entries else None) or raw.get("model") or run
-    cache[(config, run)] = model
-    return model
+        c = all_claims().get(claim)
+        a = next((x for x in c.arms if x.name == arm), None) if c is not None else None
+        cache[key] = (arm_config(c, a, profile if profile in PROFILES else "cpu", 0, "", progress=False).model or ""
+                      if a is not None else "")
+    return cache[key]
 
 
 def claims_accuracy(results_dir: str) -> Dict[str, List[Dict[str, Any]]]:
     """Every trained claim arm's mean top-1 in ``results_dir`` (the claims results: ``CLAIM.json`` files),
-    by registered model: ``{model: [{top1, seeds, claim, config, run, profile}, ...]}``."""
+    by registered model: ``{model: [{top1, seeds, claim, config, run, profile, reason}, ...]}``. The model is
+    what the registered claim's arm trains; results of claims the registry does not hold are left out."""
     out: Dict[str, List[Dict[str, Any]]] = {}
-    cache: Dict[Tuple[str, str], str] = {}
+    cache: Dict[Tuple[str, str, str], str] = {}
     for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
         try:
             with open(path) as f:
@@ -314,11 +313,11 @@ def claims_accuracy(results_dir: str) -> Dict[str, List[Dict[str, Any]]]:
             continue
         if not isinstance(r, dict) or r.get("kind") != "trained" or not isinstance(r.get("arms"), dict):
             continue
-        for arm in r["arms"].values():
+        for arm_name, arm in r["arms"].items():
             top1 = [t for t in arm.get("top1") or [] if isinstance(t, (int, float))]
-            if not top1 or r.get("dataset_classes", 10) == 0:
+            model = _arm_model(str(r.get("claim", "")), arm_name, str(r.get("profile", "")), cache) if top1 else ""
+            if not model or r.get("metric", "top1") in ("miou", "map50"):
                 continue
-            model = _arm_model(arm.get("config", ""), arm.get("run", ""), cache)
             out.setdefault(model, []).append({"top1": sum(top1) / len(top1), "seeds": len(top1), "claim": r["claim"],
                                               "config": arm.get("config", ""), "run": arm.get("run", ""),
                                               "profile": r.get("profile", ""),
@@ -430,6 +429,11 @@ def efficiency_table(model: Union[str, nn.Module], variants: Optional[Sequence[s
         classes = int(module(calib[0][:1]).shape[-1]) if cfg is not None else num_classes
     base = _Base(name, module, size, calib, int8_path, classes,
                  {"weights": f"trained weights of {run}" if run else "random weights"})
+    if "xnor" in names and batches:  # time the deployment kernel: C++ xor/popcount (built once, then cached)
+        from operad.operators._bitpack import load_cpp
+
+        base.info["xnor_kernel"] = "the C++ xor/popcount kernel" if load_cpp() else \
+            "torch bit operations (the C++ popcount kernel did not build)"
     devices = ["cpu"] + (["cuda"] if (gpu if gpu is not None else torch.cuda.is_available()) else [])
     with int8_runtime(), _threads(threads):
         vs = [build_variant(base, n) for n in names]

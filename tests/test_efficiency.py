@@ -113,18 +113,26 @@ def _claim_json(path, claim, arms, reason=""):
 
 
 def test_accuracy_comes_from_the_claims_results(tmp_path):
-    _claim_json(tmp_path / "a_depth.json", "a_depth", {"resnet20": ("", "resnet20", [0.4, 0.5, 0.45])})
-    _claim_json(tmp_path / "bin.json", "bin", {"resnet20_fp": ("binary_vs_float", "resnet20_fp", [0.6, 0.6, 0.6]),
-                                               "resnet20_xnor": ("binary_vs_float", "resnet20_xnor", [0.3] * 3)},
-                reason="near chance")
+    # registered claims with made-up results: ResNet-20 appears in two studies; the one that also holds XNOR wins
+    _claim_json(tmp_path / "resnet56_vs_resnet20.json", "resnet56_vs_resnet20",
+                {"resnet56": ("", "resnet56", [0.2] * 3), "resnet20": ("", "resnet20", [0.4, 0.5, 0.45])})
+    _claim_json(tmp_path / "xnor_below_float_resnet20.json", "xnor_below_float_resnet20",
+                {"resnet20_xnor": ("binary_vs_float", "resnet20_xnor", [0.3] * 3),
+                 "resnet20_fp": ("binary_vs_float", "resnet20_fp", [0.6, 0.6, 0.6])}, reason="near chance")
+    # an arm that swaps its config run's model (ghost_resnet56's run, trained as g_ghost_resnet56)
+    _claim_json(tmp_path / "g_ghost_resnet56_vs_resnet56.json", "g_ghost_resnet56_vs_resnet56",
+                {"g_ghost_resnet56": ("efficient_vs_resnet", "ghost_resnet56", [0.7] * 3)})
+    _claim_json(tmp_path / "not_a_claim.json", "not_a_claim", {"resnet20": ("", "resnet20", [0.99] * 3)})
     (tmp_path / "measured.json").write_text(json.dumps({"claim": "m", "kind": "measured", "values": [1.0]}))
     found = eff.claims_accuracy(str(tmp_path))
-    assert sorted(found) == ["resnet20", "resnet20_xnor"] and len(found["resnet20"]) == 2  # fp resolved by config
+    assert sorted(found) == ["g_ghost_resnet56", "resnet20", "resnet20_xnor", "resnet56"]
+    assert len(found["resnet20"]) == 2 and found["g_ghost_resnet56"][0]["top1"] == pytest.approx(0.7)
     r = eff.efficiency_table("resnet20", ["float32", "xnor", "pruned2x"], batches=(), results_dir=str(tmp_path),
                              gpu=False, progress=False, calib_batches=1)
     rows = {x["variant"]: x for x in r["rows"]}
     # one study (the config covering both) gives both accuracies; pruned has none and says so
-    assert rows["float32"]["top1"] == pytest.approx(0.6) and "claim bin" in rows["float32"]["top1_source"]
+    assert rows["float32"]["top1"] == pytest.approx(0.6)
+    assert "claim xnor_below_float_resnet20" in rows["float32"]["top1_source"]
     assert rows["xnor"]["top1"] == pytest.approx(0.3) and "near chance" in rows["xnor"]["top1_source"]
     assert rows["pruned2x"]["top1"] is None and rows["pruned2x"]["top1_source"] == "n/a"
     assert rows["float32"]["latency_s"] == {"cpu": {}}
