@@ -40,6 +40,8 @@ def test_table_structure_and_costs(tiny, tmp_path):
         assert r["top1"] is None and r["top1_source"] == "n/a"  # no claims, no run: never invented
     c = tiny["conclusion"]
     assert c["fastest_cpu_b1"] in rows and c["smallest_bytes"] == min(rows, key=lambda k: rows[k]["bytes"])
+    t = {k: r["latency_s"]["cpu"]["3"] for k, r in rows.items()}
+    assert c["fastest_cpu_b3"] == min(t, key=t.get) and c["runner_up_cpu_b3"][1] >= 1.0
     paths = eff.write_outputs(tiny, str(tmp_path / "out"))
     assert all(os.path.getsize(p) > 0 for p in paths.values())
     assert json.load(open(paths["json"]))["rows"][0]["variant"] == "float32"
