@@ -206,8 +206,7 @@ def build_variant(base: _Base, name: str) -> Variant:
                                                             "bwn": _rewritten, "xnor": _rewritten}
     fn = builders.get(name) or (_pruned if _PRUNED.match(name) else _alternative)
     try:
-        v = fn(base, name)
-        v.module.eval()
+        v = fn(base, name)  # every builder returns its module in eval mode (an exported int8 program has no .eval())
         with torch.no_grad():  # it must run at all before it is measured
             v.module(base.calib[0][:1])
         return v
@@ -320,7 +319,7 @@ def claims_accuracy(results_dir: str) -> Dict[str, List[Dict[str, Any]]]:
             if not model or r.get("metric", "top1") in ("miou", "map50"):
                 continue
             mean = sum(top1) / len(top1)
-            out.setdefault(model, []).append({"top1": mean, "seeds": len(top1), "claim": r["claim"],
+            out.setdefault(model, []).append({"top1": mean, "seeds": len(top1), "claim": r["claim"], "arm": arm_name,
                                               "config": arm.get("config", ""), "run": arm.get("run", ""),
                                               "profile": r.get("profile", ""),
                                               "reason": "near chance (< 15%)" if mean < _CHANCE else ""})
@@ -329,11 +328,12 @@ def claims_accuracy(results_dir: str) -> Dict[str, List[Dict[str, Any]]]:
 
 def pick_accuracy(found: Dict[str, List[Dict[str, Any]]], models: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     """For each of ``models``, one claims result: from the config that covers the most of ``models`` (so the
-    table's accuracies come from one study where they can), then the most seeds, then the claim's name.
+    table's accuracies come from one study where they can), then an arm named after the model (not, say, the
+    model trained with a regularizer), then the most seeds, then the claim's name.
 
-    >>> found = {"a": [{"top1": .5, "seeds": 3, "claim": "x", "config": "c1"},
-    ...                {"top1": .6, "seeds": 3, "claim": "y", "config": "c2"}],
-    ...          "b": [{"top1": .4, "seeds": 3, "claim": "y", "config": "c2"}]}
+    >>> found = {"a": [{"top1": .5, "seeds": 3, "claim": "x", "config": "c1", "arm": "a"},
+    ...                {"top1": .6, "seeds": 3, "claim": "y", "config": "c2", "arm": "a_fp"}],
+    ...          "b": [{"top1": .4, "seeds": 3, "claim": "y", "config": "c2", "arm": "b"}]}
     >>> {k: v["claim"] for k, v in pick_accuracy(found, ["a", "b", "z"]).items()}
     {'a': 'y', 'b': 'y'}
     """
@@ -345,7 +345,8 @@ def pick_accuracy(found: Dict[str, List[Dict[str, Any]]], models: Sequence[str])
     for m in models:
         cands = found.get(m, [])
         if cands:
-            out[m] = min(cands, key=lambda c: (-len(cover[c["config"] or c["claim"]]), -c["seeds"], c["claim"]))
+            out[m] = min(cands, key=lambda c: (-len(cover[c["config"] or c["claim"]]), c["arm"] != m, -c["seeds"],
+                                               c["claim"]))
     return out
 
 
@@ -444,7 +445,8 @@ def efficiency_table(model: Union[str, nn.Module], variants: Optional[Sequence[s
         total = len(devices) * len(batches) * runs * len(ok)
         from tqdm.auto import tqdm
 
-        with tqdm(total=total, desc=f"efficiency {name if len(name) <= 24 else name[:21] + '...'}", unit="call", disable=not progress or total == 0,
+        short = name if len(name) <= 24 else name[:21] + "..."
+        with tqdm(total=total, desc=f"efficiency {short}", unit="call", disable=not progress or total == 0,
                   dynamic_ncols=True) as bar:
             for dev in devices:
                 bar.set_postfix_str(dev)
@@ -492,8 +494,8 @@ def _accuracies(vs: Sequence[Variant], run: str, dataset: str, root, subset: int
             c = picked.get(v.model_name)
             if c:
                 why = f"; {c['reason']}" if c.get("reason") else ""
-                out[v.name] = {"top1": c["top1"], "source": f"claim {c['claim']} ({c['config'] or 'model'} "
-                               f"{c['run']}; {c['profile']} profile, {c['seeds']} seeds{why})"}
+                out[v.name] = {"top1": c["top1"], "source": f"claim {c['claim']}, arm {c['arm']} "
+                               f"({c['config'] or 'model'} {c['run']}; {c['profile']} profile, {c['seeds']} seeds{why})"}
     return out
 
 

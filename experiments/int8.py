@@ -140,7 +140,10 @@ def _pt2e(model: nn.Module, calib: Sequence[torch.Tensor]) -> Int8Model:
     prepared = prepare_pt2e(ep, quantizer)
     _calibrate(prepared, calib)
     q = convert_pt2e(prepared)
-    return Int8Model(torch.compile(q), _graph_state(q), "pt2e",
+    compiled = torch.compile(q)
+    with torch.no_grad():
+        compiled(calib[0][:1])  # compile now, so that a lowering failure shows here (and "auto" falls back)
+    return Int8Model(compiled, _graph_state(q), "pt2e",
                      f"torchao PT2E (X86InductorQuantizer, calibrated on {len(calib)} batches) compiled by "
                      f"Inductor with freezing (oneDNN int8 kernels)", "x86")
 

@@ -124,10 +124,13 @@ def test_accuracy_comes_from_the_claims_results(tmp_path):
     _claim_json(tmp_path / "g_ghost_resnet56_vs_resnet56.json", "g_ghost_resnet56_vs_resnet56",
                 {"g_ghost_resnet56": ("efficient_vs_resnet", "ghost_resnet56", [0.7] * 3)})
     _claim_json(tmp_path / "not_a_claim.json", "not_a_claim", {"resnet20": ("", "resnet20", [0.99] * 3)})
+    # ResNet-20 trained with AutoAugment is not the plain network's accuracy
+    _claim_json(tmp_path / "autoaugment_vs_baseline.json", "autoaugment_vs_baseline",
+                {"autoaugment": ("regularization_autoaugment", "autoaugment", [0.8] * 3)})
     (tmp_path / "measured.json").write_text(json.dumps({"claim": "m", "kind": "measured", "values": [1.0]}))
     found = eff.claims_accuracy(str(tmp_path))
     assert sorted(found) == ["g_ghost_resnet56", "resnet20", "resnet20_xnor", "resnet56"]
-    assert len(found["resnet20"]) == 2 and found["g_ghost_resnet56"][0]["top1"] == pytest.approx(0.7)
+    assert len(found["resnet20"]) == 3 and found["g_ghost_resnet56"][0]["top1"] == pytest.approx(0.7)
     assert found["resnet56"][0]["reason"].startswith("near chance") and not found["g_ghost_resnet56"][0]["reason"]
     r = eff.efficiency_table("resnet20", ["float32", "xnor", "pruned2x"], batches=(), results_dir=str(tmp_path),
                              gpu=False, progress=False, calib_batches=1)
@@ -138,6 +141,9 @@ def test_accuracy_comes_from_the_claims_results(tmp_path):
     assert rows["xnor"]["top1"] == pytest.approx(0.3) and "seeds)" in rows["xnor"]["top1_source"]
     assert rows["pruned2x"]["top1"] is None and rows["pruned2x"]["top1_source"] == "n/a"
     assert rows["float32"]["latency_s"] == {"cpu": {}}
+    alone = eff.efficiency_table("resnet20", ["float32"], batches=(), results_dir=str(tmp_path), gpu=False,
+                                 progress=False, calib_batches=1)["rows"][0]
+    assert alone["top1"] == pytest.approx(0.45) and "arm resnet20 " in alone["top1_source"]
     # a run's own weights are not the claims' networks: without data to measure them, no accuracy
     mine = [eff.Variant("float32", "float", nn.Identity(), model_name="resnet20", derived=True),
             eff.Variant("xnor", "binary", nn.Identity(), model_name="resnet20_xnor")]
