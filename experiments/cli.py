@@ -10,6 +10,7 @@
     operad results [RUNS_DIR ...]                 # Markdown table + plot of finished runs
     operad export MODEL|RUN --format onnx|pt2 --out FILE   # checked by onnxruntime / reloading
     operad reproduce --list | [CLAIM ...] --profile cpu --seeds 3 --out DIR   # graded paper claims
+    operad efficiency MODEL [--variants float32,int8,...] [--data ROOT] [--run RUN] [--out DIR]  # variants side by side
     operad gpu-suite --budget 540 --out DIR [--smoke]                         # everything worth knowing on a GPU
     operad derive-boxes OUT [--min-area N]        # detection boxes derived from CamVid (VOC layout)
     operad redundancy MODEL|RUN --data PATH --out DIR [--batches N] [--energy E]   # gradient spectra per layer
@@ -454,6 +455,40 @@ def cmd_reproduce(a) -> int:
     return 0
 
 
+def _batch_sizes(s: str) -> List[int]:
+    try:
+        out = [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expects comma-separated positive batch sizes, e.g. 1,32; got {s!r}")
+    return out
+
+
+def cmd_efficiency(a) -> int:
+    """One network's variants (int8, QNN, binary, pruned, structural) side by side: table, JSON, Markdown, PNG."""
+    import re
+
+    from operad.experiments.efficiency import DEFAULT_RESULTS, efficiency_table, format_table, write_outputs
+    from operad.operators.algebra.errors import OperadError
+
+    if not a.model and not a.run:
+        raise OperadError("name a MODEL (a registered model or an expression) or give --run RUN")
+    if a.results and not os.path.isdir(a.results):
+        raise FileNotFoundError(f"--results {a.results}: no such folder (a claims results folder, e.g. "
+                                f"experiments/results/cpu)")
+    res = efficiency_table(a.model or "", a.variants, data_root=a.data, run=a.run or "", batches=a.batch_sizes,
+                           runs=a.runs, warmup=a.warmup, threads=a.threads, int8_path=a.int8,
+                           calib_batches=a.calib_batches, results_dir=a.results or DEFAULT_RESULTS, subset=a.subset,
+                           gpu=False if a.no_gpu else None, num_classes=a.num_classes, seed=a.seed)
+    print(format_table(res))
+    out = a.out or os.path.join("efficiency", res["model"] if re.fullmatch(r"[\w.-]+", res["model"]) else "expression")
+    paths = write_outputs(res, out)
+    print(f"int8 path: {res['int8'] or 'not built'}")
+    print("wrote " + ", ".join(paths.values()))
+    return 0
+
+
 def cmd_gpu_suite(a) -> int:
     """Run the GPU suite (or its CPU smoke mode) within a time budget."""
     from operad.experiments.gpu_suite import run_suite
@@ -572,6 +607,31 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default="claims", help="output folder (default claims/)")
     rp.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
     rp.set_defaults(fn=cmd_reproduce)
+
+    ef = add("efficiency", help="a network's variants side by side: float32, int8, QNN/binary (packed), pruned, "
+                                "structural alternatives; params, bytes, MACs, BOPs, latency, accuracy, Pareto plot")
+    ef.add_argument("model", nargs="?", default="", help="a registered model or an expression (default: the run's)")
+    ef.add_argument("--variants", action="append", metavar="V[,V...]",
+                    help="float32, int8, qnn, bwn, xnor, pruned2x, pruned4x (any prunedNx), alternatives, or "
+                         "registered model names (default: all of these)")
+    ef.add_argument("--run", "--checkpoint", dest="run", help="a run directory or final.pt: its trained weights "
+                    "(then accuracy is measured on --data for the variants made from them)")
+    ef.add_argument("--data", help="data root: int8 calibration batches (random inputs without it) and accuracy")
+    ef.add_argument("--subset", type=_int_at_least(0), default=0, help="test images per class for accuracy (0: all)")
+    ef.add_argument("--out", help="output folder (default efficiency/MODEL)")
+    ef.add_argument("--threads", type=_int_at_least(1), default=1, help="CPU threads while timing (default 1)")
+    ef.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 32], help="comma-separated (default 1,32)")
+    ef.add_argument("--runs", type=_int_at_least(1), default=5, help="timed rounds per batch size (default 5)")
+    ef.add_argument("--warmup", type=_int_at_least(0), default=1, help="untimed rounds first (default 1)")
+    ef.add_argument("--int8", choices=("auto", "pt2e", "fx"), default="auto",
+                    help="int8 path: torchao PT2E, torch.ao FX, or auto (PT2E when torchao imports; default)")
+    ef.add_argument("--calib-batches", type=_int_at_least(1), default=4, help="int8 calibration batches of 32")
+    ef.add_argument("--results", default=None,
+                    help="claims results folder for accuracies (default: the committed experiments/results/cpu)")
+    ef.add_argument("--no-gpu", action="store_true", help="time on the CPU only even when CUDA is available")
+    ef.add_argument("--num-classes", type=_int_at_least(1), default=10)
+    ef.add_argument("--seed", type=_int_at_least(0), default=0)
+    ef.set_defaults(fn=cmd_efficiency)
 
     gs = add("gpu-suite", help="environment, correctness, throughput, operator ratios, speed recipe, "
                                           "claims and CamVid on one GPU, each section within its budget")

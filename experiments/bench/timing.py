@@ -45,12 +45,14 @@ def time_fn(fn: Callable[[], object], runs: int = 5, warmup: int = 1, device=Non
 
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], runs: int = 7, warmup: int = 2, device=None,
-                     reduce: str = "median", warmup_s: float = 0.0) -> Dict[str, float]:
+                     reduce: str = "median", warmup_s: float = 0.0,
+                     tick: Optional[Callable[[str], None]] = None) -> Dict[str, float]:
     """Seconds per call of each function, timed in alternation (one call of each per round),
     so that load on a shared machine, thread wake-ups and allocator state hit every
     candidate alike; ``reduce`` is ``"median"`` or ``"min"`` over the ``runs`` rounds.
     Warm-up runs ``warmup`` rounds and then goes on until ``warmup_s`` seconds have passed
     (caches, thread pools and the allocator settle over time, not over a call count).
+    ``tick(key)`` is called after every timed call (a progress bar's update).
 
     >>> t = time_interleaved({"a": lambda: sum(range(100)), "b": lambda: sum(range(10))}, runs=3)
     >>> sorted(t)
@@ -71,6 +73,8 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], runs: int = 7, warmup
             fn()
             _sync(dev)
             times[k].append(time.perf_counter() - t)
+            if tick is not None:
+                tick(k)
     pick = min if reduce == "min" else statistics.median
     return {k: pick(v) for k, v in times.items()}
 
