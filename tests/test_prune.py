@@ -131,6 +131,18 @@ def test_prune_is_exact_on_every_registered_cifar_model(name):
         assert c.macs < cost(m, size=(32, 32)).macs
 
 
+@pytest.mark.parametrize("name", list_models(tags="segmentation"))
+def test_prune_is_exact_on_segmentation_models(name):
+    """Heads resized to the input and image-pooling branches pass their channels through."""
+    torch.manual_seed(0)
+    m = settle(create_model(name).double())
+    g = trace_channels(m)
+    m, p, drop = _zeroed_and_pruned(m, 0.4, seed=2)
+    _assert_same_function(m, p, torch.randn(1, 3, 48, 64, dtype=torch.float64))
+    if name.endswith("mobilenetv2"):
+        assert len(g.spaces()) > 10 and drop
+
+
 def test_prune_keeps_registry_metadata_and_timm_methods():
     m = create_model("resnet20")
     p = rewrite.prune(m, amount=0.5)

@@ -47,6 +47,7 @@ from ..activation import Activation
 from ..adaptive_pool import AdaptivePool
 from ..conv import Conv
 from ..gate import Gate
+from ..image_pool import ImagePool
 from ..instance_norm import InstanceNorm
 from ..linear import Dropout, Identity, Linear
 from ..narrow import Narrow
@@ -54,6 +55,7 @@ from ..norm import BatchNorm
 from ..pooling import GlobalPool, Pool
 from ..regularize import DropBlock, ShakeDrop, ShakeShake, SpatialDropout
 from ..resample import Upsample
+from ..resize_to_input import ResizeToInput
 from ..scale import Scale
 from ..select import Select
 from ..shortcut import PadChannels, Subsample
@@ -510,6 +512,17 @@ def _gate(term: Gate, m, x, g):
     def rebuild():
         (tb, lb), (tg, lg) = rb_body(), rb_gate()
         return Gate(tg, tb), _children_loader([lb, lg], lambda new: [new.body, new.gate])
+    return out, rebuild
+
+
+@register_pruner(ResizeToInput, ImagePool)
+def _wrapper(term, m, x, g):
+    """A body whose output is resized (or whose input is pooled) channel by channel."""
+    out, rb = visit(term.body, m.body, x, g)
+
+    def rebuild():
+        tb, lb = rb()
+        return dataclasses.replace(term, body=tb), _children_loader([lb], lambda new: [new.body])
     return out, rebuild
 
 
