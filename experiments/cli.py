@@ -149,7 +149,8 @@ def cmd_robustness(a) -> int:
     if a.inception_weights:  # checked before any sweep runs: torch-fidelity present, the file readable
         from operad.experiments.fidelity import InceptionMetrics
 
-        inception = InceptionMetrics(a.inception_weights, kid or KidSettings(), a.device or "cpu")
+        device = a.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")  # as _load picks
+        inception = InceptionMetrics(a.inception_weights, kid or KidSettings(), device)
     model, cfg, data, device = _load(a)
     out = a.out or os.path.join(a.run if os.path.isdir(a.run) else os.path.dirname(a.run), "robustness")
     which = [k for k in ("jpeg", "shift", "rotation") if getattr(a, k)] or \

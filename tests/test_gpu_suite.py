@@ -74,3 +74,31 @@ def test_make_gpu_suite_target_calls_the_suite():
     full = subprocess.run(["make", "-n", "-C", root, "gpu-suite"], capture_output=True, text=True,
                           check=True).stdout
     assert "--out experiments/results/gpu/" in full and "--smoke" not in full
+
+
+def test_correctness_checks_converters_and_kid_where_the_libraries_import(monkeypatch):
+    """Here torchvision, timm and torch-fidelity do not import: notes say so. Where they do (faked
+    here), each converter and the KID cross-check is a row, and a disagreement is a failed row."""
+    import sys
+    import time
+    import types
+
+    import torch
+
+    from operad.experiments import fidelity
+    from operad.models import convert
+
+    ctx = gpu_suite.Ctx(torch.device("cpu"), False, time.time() + 60, "", "")
+    for lib in ("torchvision", "timm"):
+        monkeypatch.setitem(sys.modules, lib, None)  # "import timm" raises ImportError
+    monkeypatch.setattr(fidelity, "fidelity_available", lambda: False)
+    assert gpu_suite._ecosystem_checks(ctx) == []
+    assert sum(("does not import" in n) for n in ctx.notes) == 3
+    monkeypatch.setitem(sys.modules, "timm", types.ModuleType("timm"))
+    monkeypatch.setattr(convert, "conversion_check", lambda n, s, device: {
+        "max_abs_diff": 0.5 if n == "densenet121" else 0.0, "output_abs_max": 2.0})
+    monkeypatch.setattr(fidelity, "fidelity_available", lambda: True)
+    monkeypatch.setattr(fidelity, "crosscheck", lambda device: {"rel_diff": 1e-8})
+    rows = {r["item"]: r["ok"] for r in gpu_suite._ecosystem_checks(ctx)}
+    assert rows == {**{f"convert timm {n}": n != "densenet121" for n in convert.SUPPORTED},
+                    "kid operad vs torch-fidelity": True}

@@ -191,3 +191,29 @@ def test_cli_robustness_prints_kid_table_and_checks_inception_first(tmp_path, ca
         rc = main(["robustness", run, "--data", str(tmp_path / "data"), "--inception-weights", str(cfg)])
         err = capsys.readouterr().err
         assert rc == 2 and "needs torch-fidelity" in err and len(err.strip().splitlines()) == 1
+
+
+def test_inception_fid_and_kid_from_a_weight_file(tmp_path, monkeypatch):
+    """Where torch-fidelity imports: its InceptionV3 with weights from a file (random ones here,
+    saved by the test; nothing downloaded): FID of a set with itself about 0, larger when corrupted."""
+    if not fidelity_available():
+        pytest.skip("torch-fidelity does not import here (it needs torchvision)")
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    monkeypatch.setattr(fe, "load_state_dict_from_url", lambda *a, **k: None)
+    monkeypatch.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
+    torch.manual_seed(0)
+    sd = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
+    monkeypatch.undo()
+    for k, v in sd.items():  # He-scaled convolutions, so 94 random layers keep the signal
+        if v.dim() == 4:
+            v.normal_(0, (2 / v[0].numel()) ** 0.5)
+    torch.save(sd, tmp_path / "inception.pth")
+    labels = np.repeat(np.arange(3), 10)
+    clean = class_images(labels)
+    with InceptionMetrics(str(tmp_path / "inception.pth"), KidSettings(20, 15)) as inc:
+        same, moved = inc.measure(clean, clean), inc.measure(clean, ev.jpeg_recode(clean, 5))
+        path = inc.path
+    assert abs(same["fid"]) < 1e-3 * moved["fid"]
+    assert abs(same["kid_mean"]) <= 2 * same["kid_std"] and moved["kid_mean"] > 5 * abs(same["kid_mean"])
+    assert not os.path.exists(path)  # operad's copy of the weights is removed
