@@ -217,3 +217,12 @@ def test_inception_fid_and_kid_from_a_weight_file(tmp_path, monkeypatch):
     assert abs(same["fid"]) < 1e-3 * moved["fid"]
     assert abs(same["kid_mean"]) <= 2 * same["kid_std"] and moved["kid_mean"] > 5 * abs(same["kid_mean"])
     assert not os.path.exists(path)  # operad's copy of the weights is removed
+
+
+@pytest.mark.parametrize("mod", ["operad.experiments.kid", "operad.experiments.fidelity", "operad.experiments.evaluate"])
+def test_docstring_examples(mod):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(mod))
+    assert res.failed == 0 and res.attempted > 0
