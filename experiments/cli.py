@@ -174,8 +174,11 @@ def cmd_robustness(a) -> int:
         if inception is not None:
             inception.close()
     if kid is not None:
+        used = next((r["kid_settings"]["subset_size"] for r in res.values() if "kid_settings" in r), kid.subset_size)
         print(f"KID: between the clean and the corrupted set, in {cfg.name}'s features (the classifier's input), "
-              f"{kid.subsets} subsets of up to {kid.subset_size}")
+              f"{kid.subsets} subsets of {used}" + (f" (all {len(data)} images: every subset is the whole set, so "
+                                                     f"the std is 0; --kid-subset-size {len(data) // 2} shows the "
+                                                     f"spread)" if used >= len(data) else ""))
     print(f"wrote JSON and PNG files to {out}")
     return 0
 

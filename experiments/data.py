@@ -719,21 +719,29 @@ def _bytes_bar(total: int, desc: str):
 def _fetch(url: str, tmp_fd: int, filename: str, progress: Optional[bool], opener: Callable) -> None:
     """Stream ``url`` into the open temporary file, with a byte progress bar (rate, ETA)
     when ``progress`` (None: when the size is unknown or over 1 MiB)."""
+    got = 0
     with os.fdopen(tmp_fd, "wb") as out, opener(url, timeout=60) as resp:
         total = int(resp.headers.get("Content-Length") or 0)
         show = progress if progress is not None else (total == 0 or total > (1 << 20))
         bar = _bytes_bar(total, f"download {filename}") if show else None
         try:
             while True:
-                block = resp.read(1 << 20)
+                try:
+                    block = resp.read(1 << 20)
+                except OSError as e:  # reached, then lost: not "offline"
+                    raise DataError(f"the download of {url} broke off after {got} of {total or '?'} bytes "
+                                    f"({type(e).__name__}: {e}); run the command again to restart it") from None
                 if not block:
                     break
                 out.write(block)
+                got += len(block)
                 if bar is not None:
                     bar.update(len(block))
         finally:
             if bar is not None:
                 bar.close()
+    if total and got != total:
+        raise DataError(f"the download of {url} ended after {got} of {total} bytes; run the command again")
 
 
 def _download_error(url: str, e: OSError) -> DataError:

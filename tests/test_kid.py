@@ -184,9 +184,14 @@ def test_cli_robustness_prints_kid_table_and_checks_inception_first(tmp_path, ca
     assert main(["robustness", run, "--data", str(tmp_path / "data"), "--rotation", "--angles", "0,90",
                  "--kid-subsets", "10", "--kid-subset-size", "30"]) == 0
     out = capsys.readouterr().out
-    assert "| rotation (deg) | top1 | KID (network features) |" in out and "10 subsets of up to 30" in out
+    assert "| rotation (deg) | top1 | KID (network features) |" in out and "10 subsets of 30" in out
+    assert "every subset is the whole set" not in out  # 60 test images, subsets of 30: a real spread
     rot = json.load(open(os.path.join(run, "robustness", "rotation.json")))
     assert rot["kid_settings"]["subset_size"] == 30 and set(rot["kid"]) == {"0", "90"}
+    assert rot["kid"]["90"]["std"] > 0
+    assert main(["robustness", run, "--data", str(tmp_path / "data"), "--rotation", "--angles", "0,90"]) == 0
+    out = capsys.readouterr().out  # the default 1000 is clipped to the 60 images: the note says what that means
+    assert "100 subsets of 60 (all 60 images: every subset is the whole set, so the std is 0" in out
     if not fidelity_available():
         rc = main(["robustness", run, "--data", str(tmp_path / "data"), "--inception-weights", str(cfg)])
         err = capsys.readouterr().err
