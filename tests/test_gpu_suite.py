@@ -17,6 +17,10 @@ def test_gpu_suite_smoke_runs_every_section(shared_data, tmp_path):
     assert all(v != "failed" for v in status.values()), [s.get("error") for s in res["sections"]]
     byname = {s["name"]: s.get("result") or {} for s in res["sections"]}
     assert byname["correctness"]["total"] > 50 and byname["correctness"]["passed"] > 40
+    items = [r["item"] for r in byname["correctness"]["rows"]]
+    for lib, row in (("torchvision", "convert torchvision"), ("timm", "convert timm"),
+                     ("torch-fidelity", "kid operad vs torch-fidelity")):  # checked, or a note says why not
+        assert any(i.startswith(row) for i in items) or any(f"{lib} does not import" in n for n in res["notes"])
     assert len(byname["throughput"]["rows"]) == len(gpu_suite.THROUGHPUT_MODELS)
     assert all("ratio" in r for r in byname["operator_ratios"]["rows"])
     assert byname["claims"]["verdicts"]
