@@ -1,9 +1,9 @@
 """The ``operad`` command.
 
-    operad demo                                   # the end-to-end tour (CPU, ~minutes)
+    operad demo [--data PATH] [--no-download]     # the end-to-end tour (CPU, ~minutes); fetches CIFAR-10 if missing
     operad train CONFIG.toml [key=value ...] [--resume] [--only NAME]
     operad eval RUN_DIR                           # accuracy / mIoU, confusion matrix
-    operad robustness RUN_DIR [--jpeg] [--shift] [--rotation]
+    operad robustness RUN_DIR [--jpeg] [--shift] [--rotation] [--inception-weights PATH]  # accuracy and KID
     operad list [PATTERN]                         # registered models and bundled configs
     operad summary MODEL|EXPR                     # table of types, costs, Lipschitz bounds
     operad verify MODEL|EXPR                      # numerical checks of the algebra's claims
@@ -143,26 +143,44 @@ def cmd_eval(a) -> int:
 
 def cmd_robustness(a) -> int:
     from operad.experiments import evaluate as _  # noqa: F401
+    from operad.experiments.kid import KidSettings
     ev = sys.modules["operad.experiments.evaluate"]
 
+    kid = None if a.no_kid else KidSettings(a.kid_subsets, a.kid_subset_size)
+    inception = None
+    if a.inception_weights:  # checked before any sweep runs: torch-fidelity present, the file readable
+        from operad.experiments.fidelity import InceptionMetrics
+
+        device = a.device or ("cuda" if __import__("torch").cuda.is_available() else "cpu")  # as _load picks
+        inception = InceptionMetrics(a.inception_weights, kid or KidSettings(), device)
     model, cfg, data, device = _load(a)
     out = a.out or os.path.join(a.run if os.path.isdir(a.run) else os.path.dirname(a.run), "robustness")
     which = [k for k in ("jpeg", "shift", "rotation") if getattr(a, k)] or \
         (["jpeg", "shift", "rotation"] if data.task == "classification" else ["rotation"])
     res = {}
-    if "jpeg" in which:
-        res["jpeg"] = ev.jpeg_sweep(model, data, device, a.batch_size, out_dir=out, label=cfg.name)
-        q = res["jpeg"]["quality"]
-        print("JPEG quality -> top-1: " + ", ".join(f"q{k} {v:.4f}" for k, v in q.items())
-              + f"; mean over CIFAR-10-C severities {res['jpeg']['mean_corrupted']:.4f}")
-    if "shift" in which:
-        res["shift"] = ev.shift_consistency(model, data, device, a.batch_size, a.max_shift, a.shift_mode,
-                                            out_dir=out, label=cfg.name)
-        print(f"shift consistency (random shifts up to {a.max_shift}px): {res['shift']['consistency']:.4f}")
-    if "rotation" in which:
-        angles = a.angles or cfg.rotation_angles
-        res["rotation"] = ev.rotation_sweep(model, data, device, a.batch_size, angles, out_dir=out, label=cfg.name)
-        print("rotation -> " + ", ".join(f"{k}deg {v:.4f}" for k, v in res["rotation"]["angle"].items()))
+    kw = dict(out_dir=out, label=cfg.name, kid=kid, inception=inception)
+    try:
+        if "jpeg" in which:
+            res["jpeg"] = ev.jpeg_sweep(model, data, device, a.batch_size, **kw)
+            print(f"JPEG: mean top-1 over CIFAR-10-C severities {res['jpeg']['mean_corrupted']:.4f}")
+            print(ev.sweep_table("jpeg", res["jpeg"]) + "\n")
+        if "shift" in which:
+            res["shift"] = ev.shift_consistency(model, data, device, a.batch_size, a.max_shift, a.shift_mode, **kw)
+            print(f"shift consistency (random shifts up to {a.max_shift}px): {res['shift']['consistency']:.4f}")
+            print(ev.sweep_table("shift", res["shift"]) + "\n")
+        if "rotation" in which:
+            angles = a.angles or cfg.rotation_angles
+            res["rotation"] = ev.rotation_sweep(model, data, device, a.batch_size, angles, **kw)
+            print(ev.sweep_table("rotation", res["rotation"]) + "\n")
+    finally:
+        if inception is not None:
+            inception.close()
+    if kid is not None:
+        used = next((r["kid_settings"]["subset_size"] for r in res.values() if "kid_settings" in r), kid.subset_size)
+        print(f"KID: between the clean and the corrupted set, in {cfg.name}'s features (the classifier's input), "
+              f"{kid.subsets} subsets of {used}" + (f" (all {len(data)} images: every subset is the whole set, so "
+                                                     f"the std is 0; --kid-subset-size {len(data) // 2} shows the "
+                                                     f"spread)" if used >= len(data) else ""))
     print(f"wrote JSON and PNG files to {out}")
     return 0
 
@@ -245,8 +263,25 @@ def cmd_export(a) -> int:
         return 2
     chk = "" if a.no_check else (f"; {'onnxruntime' if a.format == 'onnx' else 'reloaded program'} matches "
                                  f"PyTorch (max |diff| {r['max_abs_diff']:.2g})")
+    if r.get("inputs_differing"):
+        chk += (f" on a check input after {r['inputs_differing']} that differed: an activation on a quantization "
+                f"threshold rounds either way in another runtime")
     print(f"wrote {r['path']} ({a.format}, input {tuple(shape)}{', ' + a.deploy if a.deploy else ''}){chk}")
     return 0
+
+
+def _demo_data(a):
+    """CIFAR-10 train and test splits; when none is found, the official archive is
+    downloaded (md5-checked) unless ``--no-download``."""
+    from operad.experiments.data import DataNotFound, data_root, load_dataset
+
+    try:
+        train = load_dataset("cifar10", "train", a.data, a.subset or None, download=not a.no_download)
+    except DataNotFound as e:  # only with --no-download
+        raise DataNotFound(f"CIFAR-10 not found under {data_root(a.data)} and --no-download forbids fetching it: "
+                           f"drop --no-download to download the official archive (163 MiB), or point --data PATH "
+                           f"or OPERAD_DATA=PATH at a copy") from e
+    return train, load_dataset("cifar10", "test", a.data, a.test_subset or None)
 
 
 def cmd_demo(a) -> int:
@@ -269,8 +304,7 @@ def cmd_demo(a) -> int:
         print("   " + str(r))
     model = model.float()
     print("\n4. data")
-    train_data = load_dataset("cifar10", "train", a.data, a.subset or None, a.download)
-    test_data = load_dataset("cifar10", "test", a.data, a.test_subset or None, a.download)
+    train_data, test_data = _demo_data(a)
     print(f"   {train_data}\n   {test_data}")
     # calibrate: how many images per second does this machine train?
     from operad.experiments.train import default_threads
@@ -322,6 +356,10 @@ def cmd_demo(a) -> int:
           + f" (mean over CIFAR-10-C severities {j['mean_corrupted']:.3f})")
     print(f"   shift consistency {s['consistency']:.3f}; rotation: "
           + ", ".join(f"{k}deg {v:.3f}" for k, v in r["angle"].items()))
+    print("   KID clean vs corrupted in the network's features: "
+          + ", ".join(f"JPEG q{k} {v['mean']:.4f}" for k, v in j["kid"].items() if k in ("75", "40")) + ", "
+          + ", ".join(f"shift {k}px {v['mean']:.4f}" for k, v in s["kid"].items() if k in ("1", "4")) + ", "
+          + ", ".join(f"rotation {k}deg {v['mean']:.4f}" for k, v in r["kid"].items() if k in ("15", "90")))
     print(f"   training {res['train_img_per_s']:.0f} images/s, inference {res['infer_img_per_s']:.0f} images/s")
     run_dir = res["run_dir"]
     print(f"\n7. files in {run_dir}: " + ", ".join(sorted(os.listdir(run_dir))))
@@ -544,6 +582,14 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--angles", type=_angles, help="comma-separated angles in degrees")
             e.add_argument("--max-shift", type=_int_at_least(0), default=4)
             e.add_argument("--shift-mode", default="zeros", choices=("zeros", "reflect", "circular"))
+            e.add_argument("--no-kid", action="store_true",
+                           help="skip the KID between clean and corrupted sets in the network's features")
+            e.add_argument("--kid-subsets", type=_int_at_least(1), default=100, help="KID subsets (default 100)")
+            e.add_argument("--kid-subset-size", type=_int_at_least(2), default=1000,
+                           help="KID subset size, clipped to the set size (default 1000)")
+            e.add_argument("--inception-weights", metavar="PATH",
+                           help="torch-fidelity's InceptionV3 weights (pt_inception-2015-12-05): FID and KID in "
+                                "Inception space too (needs torch-fidelity; nothing is downloaded)")
         e.set_defaults(fn=fn)
 
     db = add("derive-boxes", help="detection boxes derived from CamVid label maps (VOC layout)")
@@ -589,7 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--expr", help="the network as an expression over ops (default: a small residual CNN)")
     d.add_argument("--budget", type=_positive_float, default=120.0, help="training time budget in seconds (default 120)")
     d.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
-    d.add_argument("--download", action="store_true", help="download CIFAR-10 if missing")
+    d.add_argument("--no-download", action="store_true",
+                   help="stop instead of downloading CIFAR-10 (163 MiB, md5-checked) when it is not found")
+    d.add_argument("--download", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     d.add_argument("--subset", type=_int_at_least(0), default=0, help="train on the first N images per class (default all)")
     d.add_argument("--test-subset", type=_int_at_least(0), default=0, help="evaluate on N images per class (default all)")
     d.add_argument("--batch-size", type=_int_at_least(1), default=128)

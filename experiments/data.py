@@ -30,6 +30,7 @@ import re
 import zlib
 import tarfile
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from operad.operators.algebra.errors import OperadError
 
-__all__ = ["ArrayData", "DataError", "data_root", "cache_dir", "load_dataset", "download", "check_classes",
+__all__ = ["ArrayData", "DataError", "DataNotFound", "OfflineError", "data_root", "cache_dir", "load_dataset", "download", "check_classes",
            "DATASETS", "CIFAR10_CLASSES", "CIFAR100_CLASSES", "CAMVID_CLASSES", "stratified_subset",
            "decode_images", "load_cifar_pickle"]
 
@@ -79,6 +80,11 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 class DataError(OperadError, RuntimeError):
     """A data file is missing, truncated or not what was expected."""
+
+
+class DataNotFound(DataError):
+    """No copy of the data set in any layout operad reads under the data root
+    (as opposed to a copy that is there but damaged)."""
 
 
 @dataclass
@@ -582,7 +588,7 @@ def _load_cifar(which: int, split: str, root: str, subset: Optional[int], use_ca
     else:
         fdir = _find(root, [name, os.path.join(name, "images"), ""])
         if fdir is None or not os.path.isdir(os.path.join(fdir, split)):
-            raise DataError(
+            raise DataNotFound(
                 f"CIFAR-{which} not found under {root}: expected {os.path.join(root, pickle_dir)}/ (pickle batches) "
                 f"or {os.path.join(root, name, split)}/<class>/*.jpg (image folders). Set --data or $OPERAD_DATA, "
                 f"or pass download=True (operad ... --download) to fetch the official archive.")
@@ -684,7 +690,7 @@ def load_dataset(name: str, split: str = "train", root: Optional[str] = None, su
     if download:
         try:
             return _load_cifar(which, split, root, subset, use_cache)
-        except DataError:
+        except DataNotFound:  # only a missing data set: a damaged copy stays an error (and is not overwritten)
             download_cifar(key, root)
     return _load_cifar(which, split, root, subset, use_cache)
 
@@ -699,10 +705,95 @@ def _md5(path: str) -> str:
     return h.hexdigest()
 
 
-def download(url: str, dest_dir: str, md5: str, filename: Optional[str] = None, extract: bool = True) -> str:
+class OfflineError(DataError):
+    """The download could not reach its server (no network, DNS failure, refused, timed out)."""
+
+
+def _bytes_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total or None, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, dynamic_ncols=True,
+                leave=False, miniters=1)
+
+
+def _fetch(url: str, tmp_fd: int, filename: str, progress: Optional[bool], opener: Callable) -> None:
+    """Stream ``url`` into the open temporary file, with a byte progress bar (rate, ETA)
+    when ``progress`` (None: when the size is unknown or over 1 MiB)."""
+    got = 0
+    with os.fdopen(tmp_fd, "wb") as out, opener(url, timeout=60) as resp:
+        total = int(resp.headers.get("Content-Length") or 0)
+        show = progress if progress is not None else (total == 0 or total > (1 << 20))
+        bar = _bytes_bar(total, f"download {filename}") if show else None
+        try:
+            while True:
+                try:
+                    block = resp.read(1 << 20)
+                except OSError as e:  # reached, then lost: not "offline"
+                    raise DataError(f"the download of {url} broke off after {got} of {total or '?'} bytes "
+                                    f"({type(e).__name__}: {e}); run the command again to restart it") from None
+                if not block:
+                    break
+                out.write(block)
+                got += len(block)
+                if bar is not None:
+                    bar.update(len(block))
+        finally:
+            if bar is not None:
+                bar.close()
+    if total and got != total:
+        raise DataError(f"the download of {url} ended after {got} of {total} bytes; run the command again")
+
+
+def _download_error(url: str, e: OSError) -> DataError:
+    """An HTTP answer is the server's; anything else means the server was not reached."""
+    if isinstance(e, urllib.error.HTTPError):
+        return DataError(f"cannot download {url}: the server answered HTTP {e.code} {e.reason}")
+    reason = getattr(e, "reason", e)
+    if url.startswith("file:"):
+        return DataError(f"cannot download {url}: {reason}")
+    host = urllib.parse.urlparse(url).netloc
+    return OfflineError(f"cannot download {url}: {host} is not reachable ({reason})")
+
+
+def _safe_extract(archive: str, dest_dir: str) -> None:
+    """Unpack a tar archive into ``dest_dir``: members must be plain files or folders
+    inside it; everything is unpacked into a temporary folder first and each
+    top-level entry renamed into place, never over an existing one."""
+    base = os.path.realpath(dest_dir)
+    stage = tempfile.mkdtemp(dir=dest_dir, prefix=".tmp-extract-")
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for m in members:
+                target = os.path.realpath(os.path.join(dest_dir, m.name))
+                if not (target == base or target.startswith(base + os.sep)) or not (m.isfile() or m.isdir()):
+                    raise DataError(f"{archive}: archive member {m.name!r} would escape {dest_dir} or is not a "
+                                    f"plain file or folder")
+            tar.extractall(stage, members=members)
+        for entry in sorted(os.listdir(stage)):
+            target = os.path.join(dest_dir, entry)
+            if os.path.lexists(target):
+                raise DataError(f"{target} already exists but is not a complete copy; operad does not overwrite "
+                                f"it: repair or move it, or point --data at another folder")
+            os.replace(os.path.join(stage, entry), target)
+    except tarfile.TarError as e:
+        raise DataError(f"{archive}: corrupt or truncated tar archive ({e})") from None
+    finally:
+        import shutil
+
+        shutil.rmtree(stage, ignore_errors=True)  # operad's own staging folder
+
+
+def download(url: str, dest_dir: str, md5: str, filename: Optional[str] = None, extract: bool = True,
+             progress: Optional[bool] = None, opener: Optional[Callable] = None) -> str:
     """Fetch ``url`` into ``dest_dir``, verify its md5, and unpack a tar archive
-    (members may not escape ``dest_dir``). Returns the archive path. Any URL
-    urllib opens works, ``file://`` included.
+    (see :func:`_safe_extract`). Returns the archive path. Any URL urllib opens
+    works, ``file://`` included; ``opener`` replaces ``urllib.request.urlopen``.
+
+    The bytes go to a temporary file in ``dest_dir`` that is renamed to the
+    archive's name only once its md5 matches; a failed or mismatched download
+    removes that temporary file (operad's own) and nothing else. A server that
+    cannot be reached is an :class:`OfflineError`.
 
     >>> download("file:///nonexistent.tar.gz", "/tmp", "0" * 32)  # doctest: +SKIP
     Traceback (most recent call last):
@@ -714,47 +805,38 @@ def download(url: str, dest_dir: str, md5: str, filename: Optional[str] = None, 
     if not (os.path.isfile(path) and _md5(path) == md5):
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-                total = int(resp.headers.get("Content-Length") or 0)
-                bar = _bar(total, f"download {filename}") if total > (1 << 22) else None
-                while True:
-                    block = resp.read(1 << 20)
-                    if not block:
-                        break
-                    out.write(block)
-                    if bar is not None:
-                        bar.update(len(block))
-                if bar is not None:
-                    bar.close()
+            try:
+                _fetch(url, fd, filename, progress, opener or urllib.request.urlopen)
+            except OSError as e:  # URLError, HTTPError, timeouts, connection resets
+                raise _download_error(url, e) from None
             got = _md5(tmp)
             if got != md5:
                 raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}; the file was discarded")
             os.replace(tmp, path)
-        except DataError:
-            raise
-        except OSError as e:
-            raise DataError(f"cannot download {url}: {e}") from None
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     if extract:
-        try:
-            with tarfile.open(path) as tar:
-                base = os.path.realpath(dest_dir)
-                for m in tar.getmembers():
-                    target = os.path.realpath(os.path.join(dest_dir, m.name))
-                    if not (target == base or target.startswith(base + os.sep)) or m.issym() or m.islnk():
-                        raise DataError(f"{path}: archive member {m.name!r} would escape {dest_dir}")
-                tar.extractall(dest_dir)
-        except tarfile.TarError as e:
-            raise DataError(f"{path}: corrupt or truncated tar archive ({e})") from None
+        _safe_extract(path, dest_dir)
     return path
 
 
 def download_cifar(name: str, root: Optional[str] = None, url: Optional[str] = None,
-                   md5: Optional[str] = None) -> str:
-    """Download and unpack the official CIFAR-10/100 python archive into the data root."""
+                   md5: Optional[str] = None, progress: Optional[bool] = None,
+                   opener: Optional[Callable] = None) -> str:
+    """Download and unpack the official CIFAR-10/100 python archive into the data root.
+
+    Without network: an :class:`OfflineError` in one line that says how to point
+    operad at a copy instead."""
     default_url, default_md5, folder = ARCHIVES[name]
     root = data_root(root)
-    download(url or default_url, root, md5 or default_md5, filename=os.path.basename(default_url))
+    url = url or default_url
+    label = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[name]
+    print(f"{label} not found under {root}: downloading the official archive {url}", flush=True)
+    try:
+        download(url, root, md5 or default_md5, filename=os.path.basename(default_url), progress=progress,
+                 opener=opener)
+    except OfflineError as e:
+        raise OfflineError(f"no network: {e}. Point operad at a copy instead: --data PATH or OPERAD_DATA=PATH, a "
+                           f"folder holding {folder}/ or {os.path.basename(default_url)}") from None
     return os.path.join(root, folder)

@@ -1,6 +1,11 @@
 """Evaluation: accuracy / mIoU with a confusion matrix on the device, and
 robustness sweeps (JPEG quality, shift consistency, rotation angle), each
-writing numbers (JSON) and a plot.
+writing numbers (JSON) and a plot. Each sweep also measures, per corruption
+level, the KID between the clean and the corrupted set in the network's own
+feature space (the input of its classifier, :mod:`operad.experiments.kid`;
+``kid=None`` skips it), and with ``inception`` (an
+:class:`~operad.experiments.fidelity.InceptionMetrics`) FID and KID in
+Inception space.
 
     >>> import torch, numpy as np
     >>> from operad.experiments.data import ArrayData
@@ -28,10 +33,11 @@ from torch import nn
 
 from operad.experiments.augment import DeviceBatches, rotate_batch
 from operad.experiments.data import ArrayData
+from operad.experiments.kid import KidSettings, kid as kid_distance, penultimate_features
 from operad.experiments.metrics import ConfusionMatrix, topk_correct
 
 __all__ = ["evaluate", "predict_batches", "jpeg_recode", "jpeg_sweep", "shift_consistency", "rotation_sweep",
-           "JPEG_QUALITIES", "CIFAR_C_QUALITIES", "shift_batch"]
+           "JPEG_QUALITIES", "CIFAR_C_QUALITIES", "shift_batch", "corrupted_uint8", "sweep_table"]
 
 CIFAR_C_QUALITIES = (80, 65, 58, 50, 40)  # CIFAR-10-C JPEG severities 1..5
 JPEG_QUALITIES = (75,) + CIFAR_C_QUALITIES  # 75: the clean reference of the shared JPEG data
@@ -112,6 +118,52 @@ def predict_batches(model: nn.Module, batches: DeviceBatches, transform=None,
     return torch.cat(out)
 
 
+
+# ----------------------------------------------------------------------------- distances per corruption level
+
+def corrupted_uint8(batches: DeviceBatches, transform=None) -> np.ndarray:
+    """The images after ``transform`` (applied to normalised batches, as the sweeps
+    apply it) back in uint8 (N, H, W, 3): what a corruption shows an outside
+    feature extractor."""
+    out = []
+    for xb, _ in batches.epoch(0):
+        if transform is not None:
+            xb = transform(xb)
+        out.append((xb * batches.std + batches.mean).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu())
+    return torch.cat(out).numpy()
+
+
+class _Distances:
+    """KID (network features) and Inception FID/KID of each corruption level against the clean set."""
+
+    def __init__(self, model: nn.Module, batches: DeviceBatches, kid: Optional[KidSettings], inception=None):
+        self.model, self.kid, self.inception = model, kid, inception
+        self.clean = penultimate_features(model, batches) if kid is not None else None
+        self.clean_uint8 = batches.data.images if inception is not None else None
+        self.res: Dict[str, dict] = {"kid": {}, "inception": {}}
+
+    def level(self, key: str, batches: DeviceBatches, transform=None) -> None:
+        if self.kid is not None:
+            f = penultimate_features(self.model, batches, transform)
+            r = kid_distance(self.clean, f, self.kid.subsets, self.kid.subset_size, self.kid.seed)
+            self.res["kid"][key] = {"mean": r["mean"], "std": r["std"]}
+            self.res["kid_settings"] = dict(self.kid.as_dict(), subset_size=r["subset_size"], dim=int(f.shape[1]),
+                                            features="input of the classifier layer, spatially averaged")
+        if self.inception is not None:
+            self.res["inception"][key] = self.inception.measure(self.clean_uint8, corrupted_uint8(batches, transform))
+
+    def into(self, res: Dict[str, object]) -> Dict[str, object]:
+        """``res`` with ``kid`` / ``kid_settings`` / ``inception`` entries for what was measured."""
+        return dict(res, **{k: v for k, v in self.res.items() if v})
+
+    def series(self, label: str, xs: Sequence, keys: Sequence[str]):
+        """``{label: (xs, means, stds)}`` for :func:`~operad.experiments.plots.plot_sweep`, or None."""
+        if not self.res["kid"]:
+            return None
+        return {label: (list(xs), [self.res["kid"][k]["mean"] for k in keys],
+                        [self.res["kid"][k]["std"] for k in keys])}
+
+
 def jpeg_recode(images: np.ndarray, quality: int, threads: Optional[int] = None) -> np.ndarray:
     """Re-encode every image (uint8 N,H,W,3) as JPEG at ``quality`` with PIL
     (standard tables, 4:2:0 as PIL's default) and decode it again.
@@ -144,29 +196,35 @@ def _write(out_dir: Optional[str], name: str, result: dict) -> None:
 
 def jpeg_sweep(model: nn.Module, data: ArrayData, device="cpu", batch_size: int = 256,
                qualities: Sequence[int] = JPEG_QUALITIES, out_dir: Optional[str] = None,
-               label: str = "model") -> Dict[str, object]:
+               label: str = "model", kid: Optional[KidSettings] = KidSettings(),
+               inception=None) -> Dict[str, object]:
     """Top-1 accuracy on the data as stored and after JPEG re-encoding at each
     quality; ``mean_corrupted`` averages the CIFAR-10-C severities (80, 65,
     58, 50, 40); ``clean`` is quality 75 (the shared data's own quality).
-    Writes ``jpeg.json`` and ``jpeg.png`` into ``out_dir``."""
-    stored = evaluate(model, DeviceBatches(data, batch_size, device))["top1"]
+    ``kid``: per quality, the KID between the stored and the re-encoded set in
+    the network's features. Writes ``jpeg.json`` and ``jpeg.png`` into ``out_dir``."""
+    base = DeviceBatches(data, batch_size, device)
+    stored = evaluate(model, base)["top1"]
+    dist = _Distances(model, base, kid, inception)
     acc = {}
     for q in qualities:
         d = ArrayData(data.name, data.split, jpeg_recode(data.images, q), data.labels, data.classes, data.task,
                       data.ignore_index, data.mean, data.std, data.source)
-        acc[int(q)] = evaluate(model, DeviceBatches(d, batch_size, device))["top1"]
+        batches = DeviceBatches(d, batch_size, device)
+        acc[int(q)] = evaluate(model, batches)["top1"]
+        dist.level(str(int(q)), batches)
     sev = [acc[q] for q in CIFAR_C_QUALITIES if q in acc]
-    res = {"stored": stored, "quality": {str(k): v for k, v in acc.items()},
-           "clean": acc.get(75), "mean_corrupted": float(np.mean(sev)) if sev else None,
-           "count": len(data)}
+    res = dist.into({"stored": stored, "quality": {str(k): v for k, v in acc.items()},
+                     "clean": acc.get(75), "mean_corrupted": float(np.mean(sev)) if sev else None,
+                     "count": len(data)})
     if out_dir:
         _write(out_dir, "jpeg", res)
-        from operad.experiments.plots import plot_lines
+        from operad.experiments.plots import plot_sweep
 
         qs = sorted(acc, reverse=True)
-        plot_lines({label: (qs, [acc[q] for q in qs])}, os.path.join(out_dir, "jpeg.png"), "JPEG quality",
+        plot_sweep({label: (qs, [acc[q] for q in qs])}, os.path.join(out_dir, "jpeg.png"), "JPEG quality",
                    "top-1 accuracy", f"JPEG robustness (mean over CIFAR-10-C severities: {res['mean_corrupted']:.4f})"
-                   if sev else "JPEG robustness")
+                   if sev else "JPEG robustness", kid=dist.series(label, qs, [str(q) for q in qs]))
     return res
 
 
@@ -197,7 +255,8 @@ def shift_batch(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, mode: str =
 @torch.no_grad()
 def shift_consistency(model: nn.Module, data: ArrayData, device="cpu", batch_size: int = 256, max_shift: int = 4,
                       mode: str = "zeros", seed: int = 0, out_dir: Optional[str] = None,
-                      label: str = "model") -> Dict[str, object]:
+                      label: str = "model", kid: Optional[KidSettings] = KidSettings(),
+                      inception=None) -> Dict[str, object]:
     """How often the prediction stays the same when the input moves.
 
     ``consistency``: agreement between two independent random shifts in
@@ -205,7 +264,8 @@ def shift_consistency(model: nn.Module, data: ArrayData, device="cpu", batch_siz
     agreement with the unshifted prediction and accuracy, for diagonal shifts
     of 0..max_shift pixels. ``mode``: how vacated pixels are filled
     (``zeros`` = the mean colour after normalisation, ``reflect``, ``circular``).
-    Writes ``shift.json`` and ``shift.png`` into ``out_dir``."""
+    ``kid``: per diagonal shift, the KID between the unshifted and the shifted
+    set in the network's features. Writes ``shift.json`` and ``shift.png`` into ``out_dir``."""
     batches = DeviceBatches(data, batch_size, device)
     labels = torch.as_tensor(data.labels, device=batches.device)
     base = predict_batches(model, batches)
@@ -222,43 +282,88 @@ def shift_consistency(model: nn.Module, data: ArrayData, device="cpu", batch_siz
         agree += (preds[0] == preds[1]).sum()
         idx += b
     by = {}
+    dist = _Distances(model, batches, kid, inception)
     for d in range(max_shift + 1):
-        p = predict_batches(model, batches, transform=lambda x, d=d: shift_batch(
-            x, torch.full((x.shape[0],), d), torch.full((x.shape[0],), d), mode))
+        move = (lambda x, d=d: shift_batch(x, torch.full((x.shape[0],), d), torch.full((x.shape[0],), d), mode))
+        p = predict_batches(model, batches, transform=move)
         by[d] = {"agreement": (p == base).float().mean().item(), "accuracy": (p == labels).float().mean().item()}
-    res = {"consistency": agree.item() / n, "max_shift": max_shift, "mode": mode, "count": n,
-           "accuracy": (base == labels).float().mean().item(), "by_shift": {str(k): v for k, v in by.items()}}
+        dist.level(str(d), batches, move)
+    res = dist.into({"consistency": agree.item() / n, "max_shift": max_shift, "mode": mode, "count": n,
+                     "accuracy": (base == labels).float().mean().item(),
+                     "by_shift": {str(k): v for k, v in by.items()}})
     if out_dir:
         _write(out_dir, "shift", res)
-        from operad.experiments.plots import plot_lines
+        from operad.experiments.plots import plot_sweep
 
         ds = list(by)
-        plot_lines({f"{label}: agreement with unshifted": (ds, [by[d]["agreement"] for d in ds]),
+        plot_sweep({f"{label}: agreement with unshifted": (ds, [by[d]["agreement"] for d in ds]),
                     f"{label}: accuracy": (ds, [by[d]["accuracy"] for d in ds])},
                    os.path.join(out_dir, "shift.png"), "diagonal shift (pixels)", "fraction",
-                   f"shift consistency (random pairs): {res['consistency']:.4f}", xticks=ds)
+                   f"shift consistency (random pairs): {res['consistency']:.4f}",
+                   kid=dist.series(label, ds, [str(d) for d in ds]), xticks=ds)
     return res
 
 
 @torch.no_grad()
 def rotation_sweep(model: nn.Module, data: ArrayData, device="cpu", batch_size: int = 256,
                    angles: Sequence[float] = (0, 15, 30, 45, 60, 90, 135, 180), out_dir: Optional[str] = None,
-                   label: str = "model") -> Dict[str, object]:
+                   label: str = "model", kid: Optional[KidSettings] = KidSettings(),
+                   inception=None) -> Dict[str, object]:
     """Accuracy (or mIoU, for segmentation inputs only rotated) against the
     rotation angle of the test images (bilinear, zero outside the image).
-    Writes ``rotation.json`` and ``rotation.png`` into ``out_dir``."""
+    ``kid`` (classification): per angle, the KID between the upright and the
+    rotated set in the network's features. Writes ``rotation.json`` and
+    ``rotation.png`` into ``out_dir``."""
     batches = DeviceBatches(data, batch_size, device)
     key = "top1" if data.task == "classification" else "mean_iou"
+    dist = _Distances(model, batches, kid if key == "top1" else None, inception if key == "top1" else None)
     acc = {}
     for a in angles:
-        r = evaluate(model, batches, transform=None if a == 0 else (lambda x, a=a: rotate_batch(x, float(a))))
-        acc[float(a)] = r[key]
-    res = {"metric": key, "angle": {f"{k:g}": v for k, v in acc.items()},
-           "mean": float(np.mean(list(acc.values()))), "count": len(data)}
+        turn = None if a == 0 else (lambda x, a=a: rotate_batch(x, float(a)))
+        acc[float(a)] = evaluate(model, batches, transform=turn)[key]
+        dist.level(f"{float(a):g}", batches, turn)
+    res = dist.into({"metric": key, "angle": {f"{k:g}": v for k, v in acc.items()},
+                     "mean": float(np.mean(list(acc.values()))), "count": len(data)})
     if out_dir:
         _write(out_dir, "rotation", res)
-        from operad.experiments.plots import plot_lines
+        from operad.experiments.plots import plot_sweep
 
-        plot_lines({label: (list(acc), list(acc.values()))}, os.path.join(out_dir, "rotation.png"),
-                   "rotation angle (degrees)", key, f"accuracy vs rotation (mean {res['mean']:.4f})")
+        plot_sweep({label: (list(acc), list(acc.values()))}, os.path.join(out_dir, "rotation.png"),
+                   "rotation angle (degrees)", key, f"accuracy vs rotation (mean {res['mean']:.4f})",
+                   kid=dist.series(label, list(acc), [f"{a:g}" for a in acc]))
     return res
+
+
+def sweep_table(kind: str, res: Dict[str, object]) -> str:
+    """A sweep's result (``kind``: ``jpeg``, ``shift`` or ``rotation``) as a Markdown
+    table: level, accuracy, and the KID (mean +- std) of each level against the
+    clean set, plus Inception FID/KID where measured.
+
+    >>> print(sweep_table("rotation", {"metric": "top1", "angle": {"0": 0.9, "90": 0.5},
+    ...                                "kid": {"0": {"mean": 0.0, "std": 0.001}, "90": {"mean": 0.25, "std": 0.01}}}))
+    | rotation (deg) | top1 | KID (network features) |
+    |---|---|---|
+    | 0 | 0.9000 | 0.0000 +- 0.0010 |
+    | 90 | 0.5000 | 0.2500 +- 0.0100 |
+    """
+    if kind == "jpeg":
+        head, acc = "JPEG quality", dict(res["quality"])
+        metric = "top1"
+    elif kind == "shift":
+        head, acc = "diagonal shift (px)", {k: v["accuracy"] for k, v in res["by_shift"].items()}
+        metric = "top1"
+    else:
+        head, acc, metric = "rotation (deg)", dict(res["angle"]), res.get("metric", "top1")
+    kid, inc = res.get("kid") or {}, res.get("inception") or {}
+    cols = [head, metric] + (["KID (network features)"] if kid else []) + (["FID (Inception)", "KID (Inception)"]
+                                                                          if inc else [])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for k, a in acc.items():
+        row = [k, f"{a:.4f}"]
+        if kid:
+            row.append(f"{kid[k]['mean']:.4f} +- {kid[k]['std']:.4f}" if k in kid else "")
+        if inc:
+            i = inc.get(k)
+            row += [f"{i['fid']:.2f}", f"{i['kid_mean']:.4f} +- {i['kid_std']:.4f}"] if i else ["", ""]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)

@@ -3,8 +3,9 @@
 Sections, in order, each with its own share of the budget (unused time passes
 on): (1) environment; (2) correctness on the device: every registered operator
 family's examples and some registered models, forward and backward under bf16
-autocast and channels_last, against float32 on the CPU, and ``torch.compile``
-of a few composites; (3) train/eval throughput at 224 (bf16, channels_last,
+autocast and channels_last, against float32 on the CPU, ``torch.compile``
+of a few composites, the torchvision/timm checkpoint converters and operad's
+KID against torch-fidelity's (where those import); (3) train/eval throughput at 224 (bf16, channels_last,
 with and without compile) of resnet18, resnet50, mobilenetv2_100, densenet121
 and ghostnet_100, beside timm's models of the same names when timm imports;
 (4) operator time ratios (grid fractional Laplacian vs depthwise 3x3, DT-CWPT
@@ -186,7 +187,42 @@ def correctness(ctx: Ctx) -> Dict[str, Any]:
         except Exception as e:  # noqa: BLE001
             rows.append({"item": f"model {n}", "ok": False, "error": f"{type(e).__name__}: {e}"[:300]})
     rows += _compile_checks(ctx)
+    rows += _ecosystem_checks(ctx)
     return {"rows": rows, "passed": sum(bool(r["ok"]) for r in rows), "total": len(rows)}
+
+
+def _ecosystem_checks(ctx: Ctx) -> List[Dict[str, Any]]:
+    """Checkpoint converters against torchvision's and timm's own models (``tests/test_convert.py``'s
+    check) and operad's KID against torch-fidelity's (``tests/test_kid.py``'s), where those import."""
+    from operad.experiments.fidelity import crosscheck, fidelity_available
+    from operad.models.convert import SUPPORTED, conversion_check
+
+    rows: List[Dict[str, Any]] = []
+    for source in ("torchvision", "timm"):
+        try:
+            __import__(source)
+        except Exception as e:  # noqa: BLE001 - a missing or broken library is a note, not a failure
+            ctx.notes.append(f"correctness: {source} does not import ({type(e).__name__}), so its converters "
+                             f"were not checked")
+            continue
+        for n in SUPPORTED[:1] if ctx.smoke else SUPPORTED:
+            if ctx.left() < 0:
+                break
+            try:
+                r = conversion_check(n, source, device=ctx.device)
+                rel = r["max_abs_diff"] / max(1.0, r["output_abs_max"])
+                rows.append({"item": f"convert {source} {n}", "rel_err": rel, "ok": rel <= 1e-3})  # TF32 on GPUs
+            except Exception as e:  # noqa: BLE001
+                rows.append({"item": f"convert {source} {n}", "ok": False, "error": f"{type(e).__name__}: {e}"[:300]})
+    if not fidelity_available():
+        ctx.notes.append("correctness: torch-fidelity does not import, so operad's KID was not compared with it")
+    elif ctx.left() > 0:
+        try:
+            r = crosscheck(device=str(ctx.device))
+            rows.append({"item": "kid operad vs torch-fidelity", "rel_err": r["rel_diff"], "ok": r["rel_diff"] < 1e-3})
+        except Exception as e:  # noqa: BLE001
+            rows.append({"item": "kid operad vs torch-fidelity", "ok": False, "error": f"{type(e).__name__}: {e}"[:300]})
+    return rows
 
 
 def _compile_checks(ctx: Ctx) -> List[Dict[str, Any]]:

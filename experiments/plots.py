@@ -11,7 +11,7 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["plot_run", "plot_lines", "plot_confusion", "plot_bars", "read_jsonl"]
+__all__ = ["plot_run", "plot_lines", "plot_sweep", "plot_confusion", "plot_bars", "read_jsonl"]
 
 
 def _plt():
@@ -82,9 +82,20 @@ def plot_lines(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], path:
     """One line per named series ``{name: (xs, ys)}`` (``nan`` points are left out)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
+    _lines(ax, series, xlabel, ylabel, title, xticks, logx, logy)
+    return _save(fig, path)
+
+
+def _lines(ax, series, xlabel: str, ylabel: str, title: str = "", xticks=None, logx: bool = False,
+           logy: bool = False, errors: Optional[Dict[str, Sequence[float]]] = None) -> None:
     for name, (xs, ys) in series.items():
-        pts = [(x, y) for x, y in zip(xs, ys) if y == y]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=name)
+        err = (errors or {}).get(name)
+        pts = [(x, y, err[i] if err else None) for i, (x, y) in enumerate(zip(xs, ys)) if y == y]
+        px, py = [p[0] for p in pts], [p[1] for p in pts]
+        if err:
+            ax.errorbar(px, py, yerr=[p[2] for p in pts], fmt="o-", capsize=3, label=name)
+        else:
+            ax.plot(px, py, "o-", label=name)
     if logx:
         ax.set_xscale("log")
     if logy:
@@ -94,6 +105,26 @@ def plot_lines(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], path:
     ax.set_xlabel(xlabel); ax.set_ylabel(ylabel); ax.set_title(title); ax.grid(alpha=0.3)
     if len(series) > 1 or any(series):
         ax.legend()
+
+
+def plot_sweep(series: Dict[str, Tuple[Sequence[float], Sequence[float]]], path: str, xlabel: str, ylabel: str,
+               title: str = "", kid: Optional[Dict[str, Tuple[Sequence[float], Sequence[float], Sequence[float]]]] = None,
+               xticks: Optional[Sequence[float]] = None) -> str:
+    """A robustness sweep: accuracy against the corruption level, and beside it
+    (when ``kid`` is given as ``{name: (xs, means, stds)}``) the KID between the
+    clean and the corrupted set in the network's feature space, with its std.
+
+    >>> plot_sweep({"a": ([0, 1], [0.9, 0.7])}, "/tmp/operad-doctest-sweep.png", "x", "top-1", "t",
+    ...            kid={"a": ([0, 1], [0.0, 0.2], [0.01, 0.02])})
+    '/tmp/operad-doctest-sweep.png'
+    """
+    if not kid:
+        return plot_lines(series, path, xlabel, ylabel, title, xticks)
+    plt = _plt()
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    _lines(ax[0], series, xlabel, ylabel, title, xticks)
+    _lines(ax[1], {k: (v[0], v[1]) for k, v in kid.items()}, xlabel, "KID (clean vs corrupted)",
+           "how far the corruption moves the network's features", xticks, errors={k: v[2] for k, v in kid.items()})
     return _save(fig, path)
 
 

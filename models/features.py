@@ -6,7 +6,8 @@ How a backbone opts in: make the network a sequence of *named* top-level items
 fields, with the classifier last and named ``"head"``; accept
 ``features_only: bool = False`` and drop the head when it is true. Then
 
-- ``create_model(name, features_only=True)`` is the trunk (one output);
+- ``create_model(name, features_only=True)`` is a :class:`FeaturePyramid` of every
+  stage (``out_indices`` picks some), as timm's; :func:`trunk` is the trunk as one module;
 - :func:`feature_info` lists ``{"name", "index", "channels", "reduction"}`` per stage,
   computed from the term alone (types and ``out_size``, no forward pass);
 - :func:`create_features` returns a module whose forward gives the list of stage
@@ -71,13 +72,15 @@ def trunk(term: Term, in_type: Field = Field(3)) -> Term:
 
 
 def feature_info(term: Term, in_type: Field = Field(3)) -> List[Dict]:
-    """``[{"name", "index", "channels", "reduction"}]`` after each trunk item."""
+    """``[{"name", "index", "channels", "reduction", "num_chs", "module"}]`` after each
+    trunk item: ``channels`` counts the field's channels (complex ones for harmonic
+    fields), timm's ``num_chs`` the output tensor's (twice as many there)."""
     out, t, size = [], in_type, (_PROBE, _PROBE)
     for i, it in enumerate(_items(trunk(term, in_type))):
         size = it.out_size(t, size)
         t = it._infer(t)
         out.append({"name": _name(it, i), "index": i, "channels": t.channels,
-                    "reduction": round(_PROBE / size[0])})
+                    "reduction": round(_PROBE / size[0]), "num_chs": int(t.tensor_channels), "module": _name(it, i)})
     return out
 
 

@@ -314,13 +314,13 @@ _register_aliases()
 
 
 def create_pyramid(name: str, in_chans: Optional[int], checkpoint_path: Optional[str], **overrides) -> nn.Module:
-    """``create_model(name, features_only=True, out_indices=...)``: a feature pyramid whose
-    forward returns the listed stages; a classifier's weights file loads into its trunk
+    """``create_model(name, features_only=True[, out_indices=...])``: a feature pyramid whose
+    forward returns the listed stages (every stage without ``out_indices``); a classifier's weights file loads into its trunk
     (the head's entries are left out, every other name and shape is checked)."""
     from .features import create_features
 
     overrides.pop("features_only")
-    idx = overrides.pop("out_indices")
+    idx = overrides.pop("out_indices", None)
     overrides.pop("num_classes", None)
     pyr = create_features(name, out_indices=idx, in_chans=in_chans, **overrides)
     if checkpoint_path:

@@ -97,8 +97,9 @@ def create_model(name: str, num_classes: Optional[int] = None, in_chans: Optiona
     """Build a registered model: its term, bound to ``Field(in_chans)``.
 
     timm's conventions: ``checkpoint_path`` loads a ``.safetensors`` or ``.pt`` file (names and
-    shapes checked); ``features_only=True, out_indices=(...)`` returns a feature pyramid
-    (:func:`operad.models.features.create_features`; without ``out_indices`` the trunk alone);
+    shapes checked); ``features_only=True`` returns a feature pyramid whose forward gives
+    the stage outputs listed in ``out_indices`` (default: every stage, as timm;
+    :func:`operad.models.features.create_features`);
     the model has ``default_cfg``, ``feature_info``, ``forward_features``, ``forward_head``,
     ``reset_classifier`` and ``get_classifier`` (:mod:`operad.models.hub`).
 
@@ -107,7 +108,7 @@ def create_model(name: str, num_classes: Optional[int] = None, in_chans: Optiona
     True
     """
     entry = _entry(name)
-    if overrides.get("features_only") and overrides.get("out_indices") is not None:
+    if overrides.get("features_only"):  # timm: every feature level unless out_indices picks some
         from .hub import create_pyramid
 
         return create_pyramid(name, in_chans, checkpoint_path, **overrides)

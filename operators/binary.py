@@ -86,6 +86,20 @@ def sign() -> Sign:
 # ---------------------------------------------------------------------------
 # binary_conv
 # ---------------------------------------------------------------------------
+def _signs(w: torch.Tensor, center: bool) -> torch.Tensor:
+    """``sign(W)`` (after centring, as :func:`binary_weight`) with its straight-through gradient.
+
+    XNOR layers compute ``alpha * (sign(I) (*) sign(W))`` in this order: the
+    +-1 sums are integers, exact in float32 (and bf16 up to 256), so the result,
+    and the sign the next layer takes of it, is the same in PyTorch, onnxruntime
+    or on a GPU. ``(alpha * sign(W)) (*) sign(I)`` rounds each product, and a
+    sum that is exactly 0 comes out as +-1e-7, whose sign then flips by runtime.
+    """
+    if center:
+        w = (w - w.mean(dim=tuple(range(1, w.dim())), keepdim=True)).clamp(-1.0, 1.0)
+    return sign_ste(w)
+
+
 class InputScale(nn.Module):
     """XNOR-Net's ``K``: the channel mean of ``|I|`` filtered by a ``k x k`` box
     of the convolution's geometry (a one-channel convolution, counted as MACs)."""
@@ -124,9 +138,11 @@ class BinaryConv2d(nn.Conv2d):
 
     def forward(self, x):
         k = self.scale(x) if self.scale is not None else None
-        if self.scheme == "xnor":
-            x = sign_ste(x)
-        y = self._conv_forward(x, self.binary_weight(), None)
+        if self.scheme == "xnor":  # integer sums of +-1 products, then alpha: exact in every runtime
+            y = self._conv_forward(sign_ste(x), _signs(self.weight, self.center), None)
+            y = y * self.alpha().view(1, -1, 1, 1)
+        else:
+            y = self._conv_forward(x, self.binary_weight(), None)
         if k is not None:
             y = y * k
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
@@ -267,8 +283,9 @@ class BinaryLinearModule(nn.Linear):
         return binary_alpha(self.weight, self.center)
 
     def forward(self, x):
-        if self.scheme == "xnor":
-            x = sign_ste(x)
+        if self.scheme == "xnor":  # as BinaryConv2d: the integer sum first, then alpha
+            y = F.linear(sign_ste(x), _signs(self.weight, self.center)) * self.alpha()
+            return y if self.bias is None else y + self.bias
         return F.linear(x, self.binary_weight(), self.bias)
 
     def storage_bits(self) -> int:

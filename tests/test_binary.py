@@ -72,6 +72,32 @@ def test_xnor_input_scale_is_the_papers_K():
     torch.testing.assert_close(m(x), ref)
 
 
+@pytest.mark.parametrize("family", ["conv", "linear"])
+def test_xnor_sums_are_exact_so_a_tie_is_exactly_zero(family):
+    """sign(I) (*) sign(W) is an integer: a sum of +-1 products that cancels gives 0 exactly
+    (not +-1e-7 from rounding alpha * sign(W) first), so the next sign is +1 in every runtime."""
+    n = 50  # 25 agreeing and 25 disagreeing products
+    if family == "conv":
+        m = ops.binary_conv(3, k=1, bias=False, scheme="xnor").bind(Field(n))
+        x = torch.ones(1, n, 2, 2)
+    else:
+        m = ops.binary_linear(3, bias=False, scheme="xnor").bind(Field(n, rank=0))
+        x = torch.ones(1, n)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        w = torch.rand(m.weight.shape, generator=g) * 0.37 + 0.01  # alpha = mean |W|: not a power of two
+        neg = torch.stack([torch.randperm(n, generator=g)[: n // 2] for _ in range(3)])
+        w.view(3, n).scatter_(1, neg, -w.view(3, n).gather(1, neg))  # half of each filter negative
+        m.weight.copy_(w)
+    y = m(x)
+    assert torch.count_nonzero(y) == 0, y.flatten()[:4]
+    x2 = x.clone()
+    x2.view(1, n, -1)[:, 1:] *= -1  # only input 0 keeps its sign: the sums are -+2 alpha exactly
+    w0 = m.weight.detach().view(3, n)[:, 0].sign()
+    alpha = m.weight.detach().abs().mean(dim=tuple(range(1, m.weight.dim())))
+    torch.testing.assert_close(m(x2).detach().flatten(1)[0, ::(y[0].numel() // 3)], 2 * w0 * alpha, rtol=0, atol=0)
+
+
 def test_gradient_quantization_to_g_bits():
     m = ops.quant_conv(8, w_bits=2, a_bits=32, grad_bits=3).bind(Field(4))
     m(torch.randn(2, 4, 6, 6)).square().sum().backward()

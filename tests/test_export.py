@@ -46,6 +46,19 @@ FAMILIES = [
                  id="grid_inverse_fractional_laplacian", marks=slow),
 ]
 
+# every binary and quantized network (binarize/quantize rewrites), with trained-like BN statistics:
+# a fresh net's BN has mean 0, so an average pool of +-alpha sums that is exactly 0 lands on sign's jump
+BINARY = [pytest.param(n, (1, 3, 64, 64) if n.startswith(("alexnet", "resnet18")) else (1, 3, 32, 32), id=n,
+                       marks=slow)
+          for n in [f"{b}_{k}" for b in ("resnet20", "nin_cifar", "resnet18", "alexnet") for k in ("bwn", "xnor", "qnn")]
+          + ["bnn_vgg_cifar"]]
+
+# binary (XNOR, BWN) and quantized (QNN) layers in one small net, fresh: XNOR's +-1 sums hit exact ties
+BINARY_EXPR = ("ops.conv(8) >> ops.bn() >> ops.binary_conv(64, scheme='xnor', bias=False) >> ops.bn() "
+               ">> ops.binary_conv(64, scheme='xnor', bias=False) >> ops.max_pool() >> ops.bn() "
+               ">> ops.binary_conv(16, scheme='bwn') >> ops.quant_conv(16, w_bits=1, a_bits=2) >> ops.global_pool() "
+               ">> ops.binary_linear(10, scheme='xnor')")
+
 # networks ONNX cannot express, and the operation that stops it
 PT2_ONLY = [
     pytest.param("nonlocal_resnet20", {}, (1, 3, 16, 16), "lgamma", id="feature_fractional_laplacian", marks=slow),
@@ -64,6 +77,62 @@ def test_onnx_runs_in_onnxruntime_like_pytorch(tmp_path, name, kw, shape):
     r = export_model(model, shape, str(tmp_path / f"{name}.onnx"), "onnx")
     assert os.path.getsize(r["path"]) > 0
     assert r["max_abs_diff"] <= 1e-4 + 1e-3 * r["output_abs_max"]  # untrained deep nets can output ~1e3
+
+
+def test_binary_and_quantized_layers_run_in_onnxruntime_like_pytorch(tmp_path):
+    torch.manual_seed(0)
+    model, shape = resolve_model(BINARY_EXPR, (2, 3, 16, 16))
+    r = export_model(model, shape, str(tmp_path / "binary.onnx"), "onnx")
+    assert r["max_abs_diff"] <= 1e-5 * max(1.0, r["output_abs_max"]) and r["inputs_differing"] == 0
+
+
+@pytest.mark.parametrize("name,shape", BINARY)
+def test_registered_binary_and_quantized_networks_export_to_onnx(tmp_path, name, shape):
+    from operad.experiments.gpu_suite import _settle
+
+    torch.manual_seed(0)
+    model = _settle(create_model(name))
+    r = export_model(model, shape, str(tmp_path / f"{name}.onnx"), "onnx")
+    assert r["max_abs_diff"] <= 1e-4 + 1e-3 * r["output_abs_max"]
+
+
+class _FakeSession:
+    """onnxruntime stand-in: the model's own output, off by 1 on the first ``wrong`` calls."""
+
+    def __init__(self, model, wrong):
+        self.model, self.wrong = model, wrong
+
+    def get_inputs(self):
+        return [type("I", (), {"name": "x"})()]
+
+    def run(self, _, feed):
+        with torch.no_grad():
+            y = self.model(torch.from_numpy(feed["x"])).numpy()
+        self.wrong -= 1
+        return [y + 1.0 if self.wrong >= 0 else y]
+
+
+def test_a_threshold_tie_on_one_input_is_not_an_export_error(monkeypatch):
+    """A network that rounds activations may differ on an input with a value on a threshold;
+    another input decides. An export error differs on every input; a float network gets one try."""
+    import onnxruntime
+
+    from operad.experiments import export as E
+
+    quantized, _ = resolve_model(BINARY_EXPR, (1, 3, 8, 8))
+    plain, _ = resolve_model("ops.conv(4) >> ops.global_pool() >> ops.linear(3)", (1, 3, 8, 8))
+    assert len(E.activation_quantizers(quantized)) == 4 and E.activation_quantizers(plain) == []
+    x = torch.randn(1, 3, 8, 8)
+    for model, wrong, ok in ((quantized, 1, True), (quantized, E.TIE_INPUTS, False), (plain, 1, False)):
+        session = _FakeSession(model.eval(), wrong)
+        monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *a, **k: session)
+        if ok:
+            assert E._check_in_onnxruntime(model, x, "m.onnx")["inputs_differing"] == 1
+        else:
+            with pytest.raises(ExportError, match="exceeds") as e:
+                E._check_in_onnxruntime(model, x, "m.onnx")
+            assert ("on each of 3 more inputs" in str(e.value)) == (model is quantized)
+            assert session.wrong == 0  # tried once (float) or TIE_INPUTS times, never more
 
 
 @pytest.mark.parametrize("name,kw,shape,op", PT2_ONLY)

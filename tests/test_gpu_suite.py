@@ -17,6 +17,10 @@ def test_gpu_suite_smoke_runs_every_section(shared_data, tmp_path):
     assert all(v != "failed" for v in status.values()), [s.get("error") for s in res["sections"]]
     byname = {s["name"]: s.get("result") or {} for s in res["sections"]}
     assert byname["correctness"]["total"] > 50 and byname["correctness"]["passed"] > 40
+    items = [r["item"] for r in byname["correctness"]["rows"]]
+    for lib, row in (("torchvision", "convert torchvision"), ("timm", "convert timm"),
+                     ("torch-fidelity", "kid operad vs torch-fidelity")):  # checked, or a note says why not
+        assert any(i.startswith(row) for i in items) or any(f"{lib} does not import" in n for n in res["notes"])
     assert len(byname["throughput"]["rows"]) == len(gpu_suite.THROUGHPUT_MODELS)
     assert all("ratio" in r for r in byname["operator_ratios"]["rows"])
     assert byname["claims"]["verdicts"]
@@ -74,3 +78,31 @@ def test_make_gpu_suite_target_calls_the_suite():
     full = subprocess.run(["make", "-n", "-C", root, "gpu-suite"], capture_output=True, text=True,
                           check=True).stdout
     assert "--out experiments/results/gpu/" in full and "--smoke" not in full
+
+
+def test_correctness_checks_converters_and_kid_where_the_libraries_import(monkeypatch):
+    """Here torchvision, timm and torch-fidelity do not import: notes say so. Where they do (faked
+    here), each converter and the KID cross-check is a row, and a disagreement is a failed row."""
+    import sys
+    import time
+    import types
+
+    import torch
+
+    from operad.experiments import fidelity
+    from operad.models import convert
+
+    ctx = gpu_suite.Ctx(torch.device("cpu"), False, time.time() + 60, "", "")
+    for lib in ("torchvision", "timm"):
+        monkeypatch.setitem(sys.modules, lib, None)  # "import timm" raises ImportError
+    monkeypatch.setattr(fidelity, "fidelity_available", lambda: False)
+    assert gpu_suite._ecosystem_checks(ctx) == []
+    assert sum(("does not import" in n) for n in ctx.notes) == 3
+    monkeypatch.setitem(sys.modules, "timm", types.ModuleType("timm"))
+    monkeypatch.setattr(convert, "conversion_check", lambda n, s, device: {
+        "max_abs_diff": 0.5 if n == "densenet121" else 0.0, "output_abs_max": 2.0})
+    monkeypatch.setattr(fidelity, "fidelity_available", lambda: True)
+    monkeypatch.setattr(fidelity, "crosscheck", lambda device: {"rel_diff": 1e-8})
+    rows = {r["item"]: r["ok"] for r in gpu_suite._ecosystem_checks(ctx)}
+    assert rows == {**{f"convert timm {n}": n != "densenet121" for n in convert.SUPPORTED},
+                    "kid operad vs torch-fidelity": True}

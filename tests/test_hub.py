@@ -145,7 +145,25 @@ def _check_timm(name, size):
         leaves = list(m.head.modules())
         if m.get_classifier() is leaves[-1] and isinstance(leaves[-1], torch.nn.Linear):  # head ends in its fc
             assert torch.allclose(m.get_classifier()(pre), y, atol=1e-5), name
+    _check_features_only(name, m, x)
     return m, x
+
+
+def _check_features_only(name, m, x):
+    """``features_only=True`` without ``out_indices``: every stage, as timm (MobileNetV2's, like
+    timm's, ends before its 1x1 ``conv_head``), each the classifier's output at that stage."""
+    p = create_model(name, features_only=True).eval()
+    mine = p.trunk.state_dict()
+    p.trunk.load_state_dict({k: v for k, v in m.state_dict().items() if k in mine})  # strict: all from m
+    with torch.no_grad():
+        outs = p(x)
+        ref = x
+        for child in list(m.children())[:len(outs)]:
+            ref = child(ref)
+    assert 0 < len(outs) == len(p.feature_info) <= len(m.feature_info), name
+    assert [i["name"] for i in p.feature_info] == [i["name"] for i in m.feature_info][:len(outs)], name
+    assert [o.shape[1] for o in outs] == [i["num_chs"] for i in p.feature_info], name
+    assert torch.allclose(outs[-1], ref, atol=1e-5), name
 
 
 @pytest.mark.parametrize("name", SMALL)

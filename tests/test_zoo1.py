@@ -155,8 +155,9 @@ def test_feature_pyramid_matches_forward_and_forward_features():
 
 
 def test_features_only_model_and_segmentation_backbone():
-    m = create_model("resnet18", features_only=True)
-    assert m.out_type == Field(512)
+    m = create_model("resnet18", features_only=True)  # timm's default: every stage
+    assert [f["name"] for f in m.feature_info] == ["stem", "stage1", "stage2", "stage3", "stage4"]
+    assert m.trunk.out_type == Field(512)
     from operad.models.seg_heads import pyramid, backbone
     assert pyramid(backbone("resnet18"))[-1] == ("stage4", 512, 32)
 
