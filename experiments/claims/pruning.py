@@ -115,6 +115,18 @@ def grade_resnet_compare(values: List[float], details: List[Dict[str, Any]], pro
     return g
 
 
+def _structures_measure(seed: int, profile: str) -> Dict[str, Any]:
+    from operad.experiments.studies.pruning_structures import measure
+
+    return measure(seed, profile)
+
+
+def _structures_plot(res: Dict[str, Any], path: str) -> str:
+    from operad.experiments.studies.pruning_structures import plot_structures
+
+    return plot_structures(res["details"][0]["rows"], path, f"{res['claim']}: {res['verdict']} (seed 0)")
+
+
 def _resnet_measure(seed: int, profile: str, data_root: str = "") -> Dict[str, Any]:
     from operad.experiments.studies.pruning_compare import run_seed
 
@@ -128,6 +140,13 @@ def _resnet_plot(res: Dict[str, Any], path: str) -> str:
 
 
 register(
+    Claim("prune_structures_vs_torch_pruning", ZHOU, "pruning", "operad prunes DenseNet-BC-100, MobileNetV2, "
+          "GhostNet, Ghost-ResNet-56, SKNet (SK-ResNeXt-29) and ResNet-56 (option A) to 2x fewer MACs with a cost "
+          "formula equal to the count on the pruned module, and every result runs with its output shape kept "
+          "(Torch-Pruning's outcome on the same networks recorded beside it)", metric="fraction of networks",
+          measure=_structures_measure, published=1.0, rel_tol=0.0, plot=_structures_plot, dataset_classes=0,
+          note="no training: randomly initialised weights per seed; Torch-Pruning prunes with the same uniform "
+               "fraction per layer (the details list its MACs, whether it ran, and its errors verbatim)"),
     Claim("prune_resnet56_vs_torch_pruning", TP_PAPER, "pruning", "operad's structural pruning (L1 filter "
           "norms, exact MACs) is not less accurate than Torch-Pruning's (magnitude importance) on ResNet-56 "
           "(CIFAR-10, option-A shortcuts) at equal MACs (2x and 2.5x fewer), after the same fine-tuning, and "

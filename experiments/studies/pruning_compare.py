@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-__all__ = ["PROFILES", "tp_available", "tp_version", "first_line", "macs_of", "operad_to_target", "residual_writers",
+__all__ = ["PROFILES", "tp_available", "tp_version", "first_line", "macs_of", "params_of", "operad_to_target", "residual_writers",
            "tp_prune", "tp_to_target", "check_runs", "prune_both", "run_seed", "summarize", "table",
            "plot_accuracy_vs_macs", "main"]
 
@@ -100,6 +100,7 @@ def macs_of(model: nn.Module, size: Sequence[int], in_chans: int = 3) -> int:
 
 
 def params_of(model: nn.Module) -> int:
+    """Parameters of a module (numel)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -156,18 +157,24 @@ def tp_prune(model: nn.Module, ratio: float, example: torch.Tensor, ignore_strea
 
 def tp_to_target(model: nn.Module, speedup: float, example: torch.Tensor, size: Sequence[int] = (32, 32),
                  ignore_streams: bool = False, nearest: bool = False, tol: float = 2e-3,
-                 hi: float = 0.95) -> Tuple[nn.Module, Dict[str, Any]]:
+                 his: Sequence[float] = (0.9, 0.8, 0.7, 0.6)) -> Tuple[nn.Module, Dict[str, Any]]:
     """``model`` pruned by Torch-Pruning to ``1/speedup`` of its MACs (counted by :func:`macs_of`): the smallest
     uniform ``pruning_ratio`` (bisection to ``tol``) that reaches it, or with ``nearest`` whichever of the two
     ratios around that boundary lands closer to it (a uniform ratio moves the MACs in steps of a few percent).
-    Torch-Pruning's own counter (``tp.utils.count_ops_and_params``) is reported beside it."""
+    The bisection starts below the first of ``his`` that reaches the target (Torch-Pruning leaves a group
+    whole when a ratio would empty a layer, so the largest ratios may prune less). Torch-Pruning's own
+    counter (``tp.utils.count_ops_and_params``) is reported beside it."""
     base = macs_of(model, size)
     goal = base / speedup
-    best = tp_prune(model, hi, example, ignore_streams)
-    best_macs = macs_of(best, size)
-    if best_macs > goal * (1 + 1e-9):
-        raise ValueError(f"Torch-Pruning at pruning_ratio {hi} keeps {best_macs / base:.3f} of the MACs; "
-                         f"the target 1/{speedup:.4g} = {1 / speedup:.3f} is out of reach")
+    for hi in his:
+        best = tp_prune(model, hi, example, ignore_streams)
+        best_macs = macs_of(best, size)
+        if best_macs <= goal * (1 + 1e-9):
+            break
+    else:
+        raise ValueError(f"Torch-Pruning at pruning_ratio {', '.join(map(str, his))} keeps at best "
+                         f"{best_macs / base:.3f} of the MACs; the target 1/{speedup:.4g} = {1 / speedup:.3f} is "
+                         f"out of reach")
     lo, ratio, above = 0.0, hi, None
     while ratio - lo > tol:
         mid = (lo + ratio) / 2
