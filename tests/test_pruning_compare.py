@@ -107,10 +107,11 @@ def test_summary_and_table_from_records(tmp_path):
 # -- the claim's grade, on synthetic numbers ---------------------------------------------------------------
 
 def test_grade_reproduced_when_operad_is_not_worse():
-    g = _grade(_records([[0.42, 0.40], [0.45, 0.41], [0.43, 0.42]], [[0.41, 0.39], [0.44, 0.40], [0.42, 0.41]]))
+    # 2x: operad 1 point ahead on every seed; 2.5x: level within noise (-0.1..+0.2 points), inside the margin
+    g = _grade(_records([[0.42, 0.40], [0.45, 0.412], [0.43, 0.409]], [[0.41, 0.40], [0.44, 0.41], [0.42, 0.41]]))
     assert g["verdict"] == "reproduced", g
     assert [p["verdict"] for p in g["per_target"]] == ["reproduced", "reproduced"]
-    assert g["diff_mean"] == pytest.approx(0.01) and "2x: operad - TP +1.00 pt" in g["check"]
+    assert "2x: operad - TP +1.00 pt" in g["check"] and g["per_target"][1]["ci"][0] < 0
 
 
 def test_grade_contradicted_when_operad_is_clearly_worse():
@@ -205,7 +206,8 @@ def test_torch_pruning_with_the_streams_ignored_reaches_the_target(tiny):
     goal = base / 2.3
     above, _ = pc.tp_to_target(tiny, 2.3, x, SIZE, ignore_streams=True)
     near, _ = pc.tp_to_target(tiny, 2.3, x, SIZE, ignore_streams=True, nearest=True)
-    assert abs(pc.macs_of(near, SIZE) - goal) <= abs(pc.macs_of(above, SIZE) - goal)
+    assert pc.macs_of(above, SIZE) <= goal  # 2.88x: the next step down from 2.295x
+    assert abs(pc.macs_of(near, SIZE) - goal) < abs(pc.macs_of(above, SIZE) - goal)  # 2.295x
     both = pc.prune_both(tiny, 2.0, x, SIZE)
     assert both["operad"][1]["runs"] and both["torch_pruning"][1]["runs"]
     assert both["operad"][1]["speedup"] >= 2.0
@@ -219,3 +221,14 @@ def test_structure_row_on_a_registered_mobilenet():
     t = row["torch_pruning"]
     assert t["pruned"] and t["runs"] and t["shape_kept"] and t["speedup"] > 1.5
     assert "mobilenetv2_050_cifar" in ps.table([row])
+
+
+@pytest.mark.parametrize("mod", ["operad.experiments.studies.pruning_compare",
+                                 "operad.experiments.studies.pruning_structures",
+                                 "operad.experiments.claims.pruning"])
+def test_docstring_examples(mod):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(mod))
+    assert res.failed == 0 and res.attempted > 0
