@@ -197,6 +197,18 @@ def test_torch_pruning_fails_on_option_a_shortcuts_and_the_row_says_so(tiny):
 
 
 @needs_tp
+def test_torch_pruning_on_the_same_network_as_a_plain_module_gives_a_network_that_does_not_run(tiny):
+    from operad.experiments.studies.plain_resnet import plain_resnet
+
+    plain = plain_resnet(tiny).eval()
+    x = torch.randn(2, 3, *SIZE)
+    assert torch.allclose(plain(x), tiny(x), atol=1e-6)
+    row = ps.tp_row(plain, 16, 0.5, x)
+    assert row["pruned"] and row["runs"] is False
+    assert row["error"].startswith("RuntimeError: mat1 and mat2 shapes cannot be multiplied")
+
+
+@needs_tp
 def test_torch_pruning_with_the_streams_ignored_reaches_the_target(tiny):
     x = torch.randn(2, 3, *SIZE)
     base = pc.macs_of(tiny, SIZE)
@@ -225,6 +237,7 @@ def test_structure_row_on_a_registered_mobilenet():
 
 @pytest.mark.parametrize("mod", ["operad.experiments.studies.pruning_compare",
                                  "operad.experiments.studies.pruning_structures",
+                                 "operad.experiments.studies.plain_resnet",
                                  "operad.experiments.claims.pruning"])
 def test_docstring_examples(mod):
     import doctest

@@ -146,7 +146,8 @@ register(
           "(Torch-Pruning's outcome on the same networks recorded beside it)", metric="fraction of networks",
           measure=_structures_measure, published=1.0, rel_tol=0.0, plot=_structures_plot, dataset_classes=0,
           note="no training: randomly initialised weights per seed; Torch-Pruning prunes with the same uniform "
-               "fraction per layer (the details list its MACs, whether it ran, and its errors verbatim)"),
+               "fraction per layer (the details list its MACs, whether it ran, and its errors verbatim), and "
+               "also prunes ResNet-56 written as a plain nn.Module with the same weights (a Torch-Pruning-only row)"),
     Claim("prune_resnet56_vs_torch_pruning", TP_PAPER, "pruning", "operad's structural pruning (L1 filter "
           "norms, exact MACs) is not less accurate than Torch-Pruning's (magnitude importance) on ResNet-56 "
           "(CIFAR-10, option-A shortcuts) at equal MACs (2x and 2.5x fewer), after the same fine-tuning, and "

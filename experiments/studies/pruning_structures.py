@@ -7,7 +7,8 @@ result must have an exact cost (``operad.cost`` of the pruned term equals :func:
 pruned module), reach the target and run with the output shape kept. Torch-Pruning (``MetaPruner``,
 ``MagnitudeImportance(p=1)``, the classifier's outputs kept) prunes the same network with the same uniform
 fraction per layer; the row says whether it succeeds (its error's first line if not), whether its result runs
-and keeps the output shape, and the MACs it reaches.
+and keeps the output shape, and the MACs it reaches. A last row gives Torch-Pruning ResNet-56 written as a plain ``nn.Module`` with the same
+weights (:mod:`.plain_resnet`), the form it meets outside operad.
 
     OMP_NUM_THREADS=1 python -m operad.experiments.studies.pruning_structures --seed 0 \\
         --out experiments/results/cpu/pruning_structures
@@ -28,8 +29,8 @@ from torch import nn
 
 from .pruning_compare import first_line, macs_of, params_of, tp_available, tp_prune
 
-__all__ = ["STRUCTURES", "operad_row", "tp_row", "structure_row", "operad_ok", "table", "plot_structures", "measure",
-           "main"]
+__all__ = ["STRUCTURES", "operad_row", "tp_row", "structure_row", "plain_row", "operad_ok", "table",
+           "plot_structures", "measure", "main"]
 
 #: (registered model, input side): CIFAR-sized variants where registered; GhostNet (ImageNet) at 32x32, the
 #: smallest input whose stride-32 trunk still leaves one pixel
@@ -110,6 +111,24 @@ def structure_row(name: str, size: int, seed: int = 0, speedup: float = 2.0, mod
     return row
 
 
+def plain_row(seed: int, ratio: float, size: int = 32) -> Dict[str, Any]:
+    """Torch-Pruning on ResNet-56 written as a plain ``nn.Module`` (:func:`~.plain_resnet.plain_resnet`, the
+    same weights and function; operad does not prune it: it is not an expression)."""
+    from operad.models import create_model
+
+    from .plain_resnet import plain_resnet
+
+    torch.manual_seed(seed)
+    m = create_model("resnet56").eval()
+    p = plain_resnet(m).eval()
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        same = bool(torch.allclose(p(x), m(x), atol=1e-5))
+    tp = tp_row(p, size, ratio, x) if tp_available() else {"error": "torch-pruning not installed"}
+    return {"model": "resnet56_plain", "size": size, "params": params_of(p), "macs": macs_of(p, (size, size)),
+            "same_function": same, "operad": {"skipped": "plain nn.Module, not an expression"}, "torch_pruning": tp}
+
+
 def table(rows: Sequence[Dict[str, Any]]) -> str:
     """The rows as Markdown."""
     lines = ["| network | input | params | MACs | operad: params / MACs (speed-up) | exact cost | runs | "
@@ -117,7 +136,7 @@ def table(rows: Sequence[Dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         o, t = r["operad"], r["torch_pruning"]
-        op = o.get("error") or f"{o['params']:,} / {o['macs']:,} ({o['speedup']:.3f}x)"
+        op = o.get("error") or o.get("skipped") or f"{o['params']:,} / {o['macs']:,} ({o['speedup']:.3f}x)"
         tp = f"{t['params']:,} / {t['macs']:,} ({t['speedup']:.3f}x)" if "macs" in t else "-"
         lines.append(f"| {r['model']} | {r['size']}x{r['size']} | {r['params']:,} | {r['macs']:,} | {op} | "
                      f"{o.get('exact', '-')} | {o.get('runs', '-')} | {tp} | "
@@ -143,6 +162,8 @@ def plot_structures(rows: Sequence[Dict[str, Any]], path: str, title: str = "") 
         for i, r in enumerate(rows):
             v = r[tool]
             xpos = i + (j - 0.5) * 0.36
+            if v.get("skipped"):
+                continue
             if v.get("speedup") and v.get("runs", True):
                 ax.bar(xpos, v["speedup"], 0.34, color=color, label=label(tool))
             else:
@@ -158,9 +179,14 @@ def plot_structures(rows: Sequence[Dict[str, Any]], path: str, title: str = "") 
 
 
 def measure(seed: int, profile: str = "cpu") -> Dict[str, Any]:
-    """The claim's measure: every :data:`STRUCTURES` row; ``value`` is the fraction operad passes."""
+    """The claim's measure: every :data:`STRUCTURES` row, then Torch-Pruning on the plain-module ResNet-56 at
+    operad's ResNet-56 fraction; ``value`` is the fraction of the networks operad passes."""
     rows = [structure_row(n, s, seed) for n, s in STRUCTURES]
-    return {"value": sum(operad_ok(r) for r in rows) / len(rows), "seed": seed, "rows": rows}
+    value = sum(operad_ok(r) for r in rows) / len(rows)
+    r56 = [r for r in rows if r["model"] == "resnet56"]
+    if r56 and "amount" in r56[0]["operad"]:
+        rows.append(plain_row(seed, r56[0]["operad"]["amount"]))
+    return {"value": value, "seed": seed, "rows": rows}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
@@ -174,6 +200,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     for n in a.models:
         rows.append(structure_row(n, sizes.get(n, 32), a.seed))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
+    r56 = [r for r in rows if r["model"] == "resnet56" and "amount" in r["operad"]]
+    if r56:
+        rows.append(plain_row(a.seed, r56[0]["operad"]["amount"]))
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "pruning_structures.json"), "w") as f:
         json.dump({"seed": a.seed, "rows": rows}, f, indent=2)
