@@ -155,7 +155,7 @@ register(
           "at 2.57x fewer MACs, so operad at 2.57x within 0.3 points of its base",
           metric="top-1 operad - TP", measure=_resnet_measure, bound=0.0, direction="noninferior",
           margin=MARGIN["cpu"], grade=grade_resnet_compare, plot=_resnet_plot, needs_data=True,
-          note="cpu profile: the base trains 6 epochs on 2,500 images and each pruned net fine-tunes 2 epochs; "
+          note="cpu profile: the base trains 6 epochs on 4,000 images (batch 32) and each pruned net fine-tunes 2 epochs; "
                "Torch-Pruning fails on the option-A shortcuts with every layer prunable and prunes the inner "
                "block widths only (the residual-stream convolutions ignored); operad prunes the streams too"),
 )
