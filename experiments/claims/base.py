@@ -113,6 +113,11 @@ class Claim:
     ``margin``, ``noninferior`` within ``margin``). Measured claims:
     ``measure(seed, profile) -> float`` against ``published`` (within
     ``rel_tol``) or against ``bound`` in ``direction`` (``less``: value < bound).
+    A measure may return a dict instead: its ``value`` is graded and the dict is
+    kept per seed as ``details`` in the result; ``grade(values, details, profile)``
+    then replaces the default grading and ``plot(result, path)`` the default plot.
+    ``needs_data``: the measure trains or evaluates on a data set and takes the
+    data root as a third argument (``operad reproduce --data``).
     ``gpu_priority``: lower runs earlier in the GPU suite (0 = never there)."""
 
     name: str
@@ -131,6 +136,9 @@ class Claim:
     gpu_priority: int = 0
     dataset_classes: int = 10  # 10 for CIFAR-10 (a chance-level guard); 0 where it does not apply
     note: str = ""  # what the CPU scale can and cannot show
+    grade: Optional[Callable[[List[float], List[Dict[str, Any]], str], Dict[str, Any]]] = None
+    plot: Optional[Callable[[Dict[str, Any], str], Any]] = None
+    needs_data: bool = False
 
     @property
     def kind(self) -> str:

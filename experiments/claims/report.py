@@ -61,6 +61,8 @@ def _row(r: Dict[str, Any]) -> str:
         if "published" in g:
             diff = f"paper {fmt_value(g['published'], metric)}; rel. error {100 * g['rel_error']:.2f}% " \
                    f"(tolerance {100 * g['rel_tol']:g}%)"
+        elif g.get("check"):  # a claim's own grade states its check
+            diff = g["check"]
         else:
             lo, hi = g["ci"]
             op = "<" if g["direction"] == "less" else ">"

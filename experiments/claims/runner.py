@@ -136,6 +136,28 @@ def _grade_measured(c: Claim, values: List[float]) -> Dict[str, Any]:
     return g
 
 
+def _measure_seeds(c: Claim, profile: str, seeds: int, data_root: str = "", tick=None):
+    """A measured claim's value per seed, and the details of measures that return a dict (``value`` + details).
+
+    >>> c = Claim("d", "p", "s", "c", metric="m", measure=lambda s, p: {"value": s + 0.5, "seed": s}, bound=0.0)
+    >>> _measure_seeds(c, "smoke", 2)
+    ([0.5, 1.5], [{'value': 0.5, 'seed': 0}, {'value': 1.5, 'seed': 1}])
+    """
+    values: List[float] = []
+    details: List[Dict[str, Any]] = []
+    for s in range(seeds):
+        v = c.measure(s, profile, data_root) if c.needs_data else c.measure(s, profile)
+        if isinstance(v, dict):
+            if "value" not in v:
+                raise ValueError(f"claim {c.name}: a measure that returns a dict must give its figure as 'value'")
+            details.append(v)
+            v = v["value"]
+        values.append(float(v))
+        if tick:
+            tick(f"{c.name} seed {s}")
+    return values, details
+
+
 class OutOfTime(RuntimeError):
     """A claim could not start its next run before the deadline."""
 
@@ -164,14 +186,12 @@ def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "",
                            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                            "note": c.note}
     if c.kind == "measured":
-        values = []
-        for s in range(seeds):
-            values.append(float(c.measure(s, profile)))
-            if tick:
-                tick(f"{c.name} seed {s}")
+        values, details = _measure_seeds(c, profile, seeds, data_root, tick)
         res["values"] = values
+        if details:
+            res["details"] = details
         res["summary"] = mean_std(values)
-        res["grade"] = _grade_measured(c, values)
+        res["grade"] = c.grade(values, details, profile) if c.grade else _grade_measured(c, values)
     else:
         arms: Dict[str, Any] = {}
         for arm in c.arms:
@@ -200,7 +220,7 @@ def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "",
     with open(os.path.join(out, f"{c.name}.json"), "w") as f:
         json.dump(res, f, indent=2, default=str)
     try:
-        plot_claim(res, os.path.join(out, f"{c.name}.png"))
+        (c.plot or plot_claim)(res, os.path.join(out, f"{c.name}.png"))
     except Exception as e:  # a plot must never lose a measured result
         res["plot_error"] = repr(e)
     return res

@@ -5,4 +5,6 @@
     python -m operad.experiments.studies.units          # Min and dendritic units vs ReLU
     python -m operad.experiments.studies.rotation_hnet  # H-Net rotation curves
     python -m operad.experiments.studies.tightness      # Lipschitz bound / estimate per family and model
+    python -m operad.experiments.studies.pruning_compare     # operad.rewrite.prune vs Torch-Pruning, ResNet-56
+    python -m operad.experiments.studies.pruning_structures  # both pruners on DenseNet, MobileNet, Ghost, SK
 """
