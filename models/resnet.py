@@ -133,7 +133,7 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: S
                  block: Block = basic_block, act: Act = ops.relu, stem: Optional[Term] = None,
                  pre_head: Optional[Term] = None, drop: float = 0.0, features_only: bool = False,
                  blocks_per_stage: Optional[int] = None, drop_path: float = 0.0, drop_block: float = 0.0,
-                 drop_block_size: int = 3) -> Term:
+                 drop_block_size: int = 3, spatial_dropout: float = 0.0) -> Term:
     """A CIFAR ResNet of ``depth = 6n + 2`` (2 layers per block, n blocks per stage).
 
     ``stem`` defaults to ``conv_bn(widths[0], 3, 1, act)``; stage i (named
@@ -144,7 +144,9 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: S
     ``drop_path`` is stochastic depth with the linear decay rule: the l-th of
     L residuals drops its body with probability ``drop_path * l / L``.
     ``drop_block = p`` appends ``drop_block(drop_block_size, p)`` to the last
-    two stages (as Ghiasi et al. 2018 do to ResNet-50's groups 3 and 4).
+    two stages (as Ghiasi et al. 2018 do to ResNet-50's groups 3 and 4);
+    ``spatial_dropout = p`` appends ``spatial_dropout(p)`` (whole channels,
+    Tompson et al. 2015) there instead.
 
     >>> cifar_resnet(20).bind(Field(3)).stage2[0].out_type
     Field(32)
@@ -160,6 +162,8 @@ def cifar_resnet(depth: int, num_classes: int = 10, in_chans: int = 3, widths: S
         st, c = _stage(block, c, w, 1 if i == 0 else 2, blocks_per_stage)
         if drop_block and i >= len(widths) - 2:
             st = st >> ops.drop_block(drop_block_size, drop_block)
+        if spatial_dropout and i >= len(widths) - 2:
+            st = st >> ops.spatial_dropout(spatial_dropout)
         items.append(st.named(f"stage{i + 1}"))
     if not features_only:
         items.append(_head(num_classes, pre_head, drop).named("head"))
@@ -244,9 +248,11 @@ def resnet(layers: Sequence[int], num_classes: int = 1000, in_chans: int = 3, bl
 # ---------------------------------------------------------------------------
 def _cifar(depth):
     def fn(num_classes: int = 10, in_chans: int = 3, features_only: bool = False, drop: float = 0.0,
-           drop_path: float = 0.0, drop_block: float = 0.0, drop_block_size: int = 3) -> Term:
+           drop_path: float = 0.0, drop_block: float = 0.0, drop_block_size: int = 3,
+           spatial_dropout: float = 0.0) -> Term:
         return cifar_resnet(depth, num_classes, in_chans, features_only=features_only, drop=drop,
-                            drop_path=drop_path, drop_block=drop_block, drop_block_size=drop_block_size)
+                            drop_path=drop_path, drop_block=drop_block, drop_block_size=drop_block_size,
+                            spatial_dropout=spatial_dropout)
     fn.__name__ = f"resnet{depth}"
     fn.__qualname__ = fn.__name__
     fn.__doc__ = (f"ResNet-{depth} for CIFAR (He et al. 2016): widths 16/32/64, "

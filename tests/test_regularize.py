@@ -239,3 +239,16 @@ def test_docstring_examples(mod):
     import importlib
     res = doctest.testmod(importlib.import_module(mod))
     assert res.failed == 0 and res.attempted > 0
+
+
+def test_resnet_spatial_dropout_option_sits_on_the_last_two_stages():
+    from operad.models import create_model
+
+    m = create_model("resnet20", spatial_dropout=0.1)
+    where = [n for n, mod in m.named_modules() if getattr(getattr(mod, "term", None), "family", "") == "spatial_dropout"]
+    assert [w.split(".")[0] for w in where] == ["stage2", "stage3"]
+    m.eval()
+    x = torch.randn(2, 3, 32, 32)
+    plain = create_model("resnet20")
+    plain.load_state_dict(m.state_dict())
+    assert torch.equal(plain.eval()(x), m(x))   # the identity in eval
