@@ -117,3 +117,20 @@ def test_study_ranks_paired_gains_and_plots(cifar_root, tmp_path):
     res = json.load(open(out / "results.json"))
     assert {r["method"] for r in res["ranking"]} == {"label_smoothing", "tsla"}
     assert (out / "ranking.png").stat().st_size > 1000 and (out / "results.md").is_file()
+
+
+def test_study_ranks_from_the_claims_results(tmp_path):
+    import json
+    from operad.experiments.studies import regularization as study
+    for method, (m, b) in {"cutout": ([0.5, 0.6], [0.4, 0.5]), "mixup": ([0.3, 0.35], [0.4, 0.4])}.items():
+        res = {"profile": "cpu", "commit": "x", "arms": {method: {"top1": m}, "resnet20_baseline": {"top1": b}}}
+        (tmp_path / f"{method}_vs_baseline.json").write_text(json.dumps(res))
+    (tmp_path / "unrelated_claim.json").write_text("{}")
+    out = tmp_path / "out"
+    study.main(["--from-claims", str(tmp_path), "--out", str(out)])
+    ranked = json.load(open(out / "results.json"))["ranking"]
+    assert [r["method"] for r in ranked] == ["cutout", "mixup"]
+    assert ranked[0]["gain_mean"] == pytest.approx(0.1) and ranked[1]["gain_mean"] == pytest.approx(-0.075)
+    assert (out / "ranking.png").is_file()
+    with pytest.raises(SystemExit, match="no <method>_vs_baseline.json"):
+        study.main(["--from-claims", str(tmp_path / "out"), "--out", str(out)])

@@ -12,6 +12,10 @@ Runs whose ``summary.json`` exists are not trained again, and a baseline is
 trained once per (network, seed) and shared by every method on that network.
 Extra ``key=value`` arguments override every run (e.g. ``epochs=2``).
 
+``--from-claims DIR`` trains nothing: it ranks every method from the claims
+registry's results in DIR (``<method>_vs_baseline.json``, written by
+``operad reproduce``), pairing the method's and its baseline's top-1 by seed.
+
     >>> rank_gains({"a": [0.01, 0.03], "b": [0.05, 0.05]})[0]["method"]
     'b'
 """
@@ -23,7 +27,7 @@ import os
 import statistics
 from typing import Any, Dict, List, Sequence
 
-__all__ = ["run_study", "rank_gains", "summarize", "plot_ranking", "METHODS"]
+__all__ = ["run_study", "rank_gains", "summarize", "plot_ranking", "from_claims", "METHODS"]
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 METHODS = sorted(f[len("regularization_"):-5] for f in os.listdir(CONFIGS)
@@ -90,6 +94,27 @@ def summarize(rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return ranked
 
 
+def from_claims(results_dir: str) -> List[Dict[str, Any]]:
+    """Rows for :func:`summarize` from the claims results in ``results_dir``: for every
+    method with a ``<method>_vs_baseline.json``, its arm's and the baseline arm's top-1
+    per seed (the claim's first arm is the method, the second its baseline)."""
+    rows = []
+    for method in METHODS:
+        path = os.path.join(results_dir, f"{method}_vs_baseline.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            res = json.load(f)
+        arms = list(res.get("arms", {}).values())
+        if len(arms) != 2:
+            raise ValueError(f"{path}: expected two arms (method, baseline); found {len(arms)}")
+        for role, arm in zip(("method", "baseline"), arms):
+            for seed, v in enumerate(arm.get("top1") or arm.get("values") or []):
+                rows.append({"method": method, "role": role, "seed": seed, "top1": v,
+                             "profile": res.get("profile"), "commit": res.get("commit")})
+    return rows
+
+
 def plot_ranking(ranked: List[Dict[str, Any]], path: str, title: str = "") -> str:
     """Horizontal bars: top-1 gain (percentage points) per method, best on top,
     error bars one standard deviation over seeds."""
@@ -130,12 +155,20 @@ def main(argv=None) -> None:
     p.add_argument("--runs", default="runs/regularization", help="where the runs train")
     p.add_argument("--out", default="experiments/results/cpu/regularization", help="table, JSON and plot")
     p.add_argument("--profile", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--from-claims", default="", metavar="DIR",
+                   help="train nothing: rank from the claims results in DIR (operad reproduce's output)")
     p.add_argument("overrides", nargs="*", help="key=value for every run")
     a = p.parse_args(argv)
     ov = parse_overrides(a.overrides)
     if a.data:
         ov["data_root"] = a.data
-    rows = run_study(a.methods, a.seeds, a.runs, ov, a.profile)
+    if a.from_claims:
+        rows = [r for r in from_claims(a.from_claims) if r["method"] in a.methods]
+        if not rows:
+            raise SystemExit(f"no <method>_vs_baseline.json claims results in {a.from_claims}")
+        ov = {"from_claims": a.from_claims}
+    else:
+        rows = run_study(a.methods, a.seeds, a.runs, ov, a.profile)
     ranked = summarize(rows)
     os.makedirs(a.out, exist_ok=True)
     keep = ("name", "method", "role", "seed", "model", "params", "train_size", "val_size", "epochs", "steps",
