@@ -177,9 +177,12 @@ def test_detection_claim_reads_map_and_finds_its_boxes():
     c = get_claims(["ssdlite_camvid_map"])[0]
     assert metric_value(c.metric, {"task": "detection", "val": {"map50": 0.31}}) == pytest.approx(0.31)
     sub, base = (arm_config(c, a, "cpu", 0, "/tmp/x", "/data") for a in c.arms)
-    assert sub.task == "detection" and sub.data_root == "/data/camvid_boxes_large"
-    assert (sub.epochs, base.epochs, base.lr) == (5, 1, 1e-9)  # the baseline stays at its initialisation
-    assert arm_config(c, c.arms[0], "gpu", 0, "/tmp/x", "/data").data_root == "/data/camvid_boxes"
+    assert sub.task == "detection" and sub.data_root == "/data/camvid_cars" and c.floor == "map50_prior_boxes"
+    assert (sub.epochs, base.epochs, base.lr) == (40, 1, 1e-9)  # the baseline stays at its initialisation
+    assert (sub.crop_size, sub.box_scales, sub.model_args) == ([240, 320], [0.1, 0.6],
+                                                               {"width": 0.5, "reduce_lowest": False})
+    gpu = arm_config(c, c.arms[0], "gpu", 0, "/tmp/x", "/data")
+    assert (gpu.data_root, gpu.epochs, gpu.crop_size) == ("/data/camvid_boxes", 200, [360, 480])
 
 
 @pytest.mark.parametrize("trained,verdict_", [([0.05, 0.06, 0.055], "reproduced"),

@@ -5,13 +5,23 @@
 ``task: detection`` to :func:`eval_detection`. Data sets: ``dataset = "voc"``
 (``data_root`` in the VOC layout, e.g. the box set ``operad derive-boxes``
 writes) or ``"coco"`` (``data_root/annotations/<split>.json`` and images in
-``data_root/<split>/``). The input is ``crop_size`` (square); random crops cover
-``scale_range[0]`` to 1 of each side (SSD: 0.3); the loss is
+``data_root/<split>/``). The input is ``crop_size`` ``[height, width]`` (default
+320x320), the default boxes' scales ``box_scales`` (default 0.2 to 0.95); random
+crops cover ``scale_range[0]`` to 1 of each side (SSD: 0.3); the loss is
 :func:`~operad.experiments.detection.loss.multibox_loss`; validation reports
 PASCAL mAP@0.5 (all-point), VOC 2007 11-point mAP@0.5 and COCO-style
 mAP@[.5:.95], and plots predicted boxes on a few val frames. Before every
 evaluation the batch-norm statistics are recomputed on unaugmented train frames
 (:func:`recalibrate_bn`).
+
+Training runs the classification engine's stages (:mod:`operad.experiments.train`:
+run directory, optimiser and LR schedule, EMA, checkpoints, ``--resume`` with the
+keys it may change, NaN/inf stops, progress bar, ``metrics.jsonl`` and
+``curves.png``) with a loop whose step is the multibox loss and whose evaluation
+is mAP (of the EMA weights too, when ``ema`` is set; they are the ones reported
+and used by ``operad eval``). Each run records the share of ground-truth boxes
+that some default box overlaps with IoU >= 0.5 (``box_coverage``) and the mAP of
+a detector that sees no pixels (:mod:`~operad.experiments.detection.baseline`).
 
 >>> is_detection_config({"task": "detection", "model": "ssdlite_mobilenetv2"})
 True
