@@ -88,7 +88,7 @@ def cmd_train(a) -> int:
         ov.append(f"out_dir={json.dumps(a.out)}")
     if is_detection_config(a.config):  # task = "detection": the detection engine (experiments/detection)
         from operad.experiments.detection.engine import train_detection
-        train_detection(a.config, ov, overwrite=a.overwrite, profile=a.profile, only=a.only or None)
+        train_detection(a.config, ov, resume=a.resume, overwrite=a.overwrite, profile=a.profile, only=a.only or None)
         return 0
     res = train(a.config, ov, resume=a.resume, overwrite=a.overwrite, profile=a.profile, only=a.only or None)
     rs = res if isinstance(res, list) else [res]
@@ -119,7 +119,8 @@ def cmd_eval(a) -> int:
     from operad.experiments.plots import plot_confusion
 
     if is_detection_run(a.run):  # a detection run: mAP and a PNG of predicted boxes
-        r = eval_detection(a.run, a.data, a.split or "val", a.subset, min(a.batch_size, 16), a.device or "cpu", a.out)
+        r = eval_detection(a.run, a.data, a.split or "val", a.subset, min(a.batch_size, 16), a.device or "cpu", a.out,
+                           use_ema=not a.no_ema)
         print(f"{a.run} on {a.split or 'val'} ({r['images']} images): mAP@0.5 {r['map50']:.4f} (all-point), "
               f"{r['map50_11point']:.4f} (11-point), COCO mAP@[.5:.95] {r['coco_map']:.4f}; wrote {r['png']}")
         return 0
@@ -374,7 +375,7 @@ def cmd_derive_boxes(a) -> int:
     from operad.experiments.detection.derive import derive_camvid_boxes
 
     src = a.camvid or os.path.join(data_root(a.data), "camvid")
-    stats = derive_camvid_boxes(src, a.out, a.min_area)
+    stats = derive_camvid_boxes(src, a.out, a.min_area, classes=a.classes.split(",") if a.classes else None)
     for split, st in stats.items():
         print(f"{split}: {st['frames']} frames, {st['boxes']} boxes ("
               + ", ".join(f"{k} {v}" for k, v in st.items() if k not in ("frames", "boxes")) + ")")
@@ -597,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--camvid", help="the CamVid folder (default <data root>/camvid)")
     db.add_argument("--data", help="data root (default $OPERAD_DATA, then ./data)")
     db.add_argument("--min-area", type=int, default=100, help="smallest component kept, in pixels (default 100)")
+    db.add_argument("--classes", help="comma-separated box classes to keep (default all: Car,Pedestrian,Bicyclist,"
+                    "SignSymbol)")
     db.set_defaults(fn=cmd_derive_boxes)
 
     ls = add("list", help="registered models and bundled configs")

@@ -232,6 +232,8 @@ class Config:
     scale_range: List[float] = setting([1.0, 1.0], POS, "segmentation: random scale [low, high]", lengths=(2,))
     crop_size: List[int] = setting([], COUNT, "segmentation: random crop [height, width] (empty: none)",
                                    lengths=(0, 2))
+    box_scales: List[float] = setting([], "(0, 1]", "detection: default-box scales [smallest, largest] over the "
+                                      "levels (SSD's s_min, s_max; empty: 0.2, 0.95)", lengths=(0, 2))
     # regularization (issue 19: experiments/regularization.py, experiments/autoaugment.py)
     auto_augment: str = setting("", doc="augmentation policy on the uint8 batch: AutoAugment's CIFAR-10 policy, "
                                 "RandAugment, TrivialAugmentWide ('': off)", choices=("", "cifar10", "rand", "trivial"))
@@ -300,6 +302,9 @@ class Config:
         if self.scale_range[0] > self.scale_range[1]:
             raise ConfigError(f"config key 'scale_range' = {self.scale_range!r} must be [low, high] "
                               f"with low <= high{sfx}", "scale_range")
+        if self.box_scales and self.box_scales[0] >= self.box_scales[1]:
+            raise ConfigError(f"config key 'box_scales' = {self.box_scales!r} must be [smallest, largest] "
+                              f"with smallest < largest{sfx}", "box_scales")
         if self.erasing_area[0] > self.erasing_area[1]:
             raise ConfigError(f"config key 'erasing_area' = {self.erasing_area!r} must be [low, high] "
                               f"with low <= high{sfx}", "erasing_area")

@@ -49,7 +49,7 @@ def _save(fig, path: str) -> str:
 
 
 def plot_run(run_dir: str, path: Optional[str] = None) -> Optional[str]:
-    """Training loss, evaluation accuracy or mIoU, and learning rate of a run
+    """Training loss, evaluation accuracy, mIoU or mAP, and learning rate of a run
     (from its ``metrics.jsonl``) in one PNG, ``curves.png`` by default."""
     recs = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
     train = [r for r in recs if r.get("kind") == "train"]
@@ -63,12 +63,13 @@ def plot_run(run_dir: str, path: Optional[str] = None) -> Optional[str]:
     if evals and "loss" in evals[0]:
         ax[0].plot([r["step"] for r in evals], [r["loss"] for r in evals], "o-", label="val loss")
     ax[0].set_xlabel("step"); ax[0].set_ylabel("loss"); ax[0].legend(); ax[0].grid(alpha=0.3)
-    keys = [k for k in ("top1", "mean_iou", "pixel_accuracy", "ema_top1", "ema_mean_iou") if evals and k in evals[0]]
+    keys = [k for k in ("top1", "mean_iou", "pixel_accuracy", "map50", "ema_top1", "ema_mean_iou", "ema_map50")
+            if evals and k in evals[0]]
     if train and "acc" in train[0]:
         ax[1].plot([r["epoch_f"] for r in train], [r["acc"] for r in train], alpha=0.6, label="train acc")
     for k in keys:
         ax[1].plot([r["epoch_f"] for r in evals], [r[k] for r in evals], "o-", label=f"val {k}")
-    ax[1].set_xlabel("epoch"); ax[1].set_ylabel("accuracy / mIoU"); ax[1].legend(); ax[1].grid(alpha=0.3)
+    ax[1].set_xlabel("epoch"); ax[1].set_ylabel("accuracy / mIoU / mAP@0.5"); ax[1].legend(); ax[1].grid(alpha=0.3)
     if train:
         ax[2].plot([r["step"] for r in train], [r["lr"] for r in train])
     ax[2].set_xlabel("step"); ax[2].set_ylabel("learning rate"); ax[2].grid(alpha=0.3)

@@ -46,6 +46,7 @@ OWNED_PATTERNS = (
     re.compile(r"(metrics\.jsonl|checkpoint\.json)\.tmp"),
     re.compile(r"(curves|confusion)(-\w+)?\.png\.tmp\.png"),   # plots' temporaries
     re.compile(r"eval-\w+\.json|confusion-\w+\.png"),          # `operad eval`
+    re.compile(r"boxes-\w+\.png"),                              # detection: predicted boxes (training, `operad eval`)
 )
 # files the robustness sweeps write under robustness/
 OWNED_ROBUSTNESS = re.compile(r"(jpeg|shift|rotation)\.(json|png)(\.tmp\.png)?")

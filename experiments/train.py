@@ -624,16 +624,20 @@ def _wrap(cfg: Config, proc: _Process, model: nn.Module) -> nn.Module:
 class _Window:
     """What one logging interval accumulates: loss, correct predictions and
     samples seen as device tensors (read only when the window is logged),
-    steps, images and the time it started."""
+    per-step terms a loop adds (``extra``: logged as their mean per step, e.g.
+    the detection loss's box and class parts), steps, images and the time it started."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, extra: Sequence[str] = ()):
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device)
         self.seen = torch.zeros((), device=device)
+        self.extra = {k: torch.zeros((), device=device) for k in extra}
         self.reset()
 
     def reset(self) -> None:
         self.loss.zero_(); self.correct.zero_(); self.seen.zero_()
+        for v in self.extra.values():
+            v.zero_()
         self.steps = 0
         self.images = 0
         self.restart_clock()
@@ -645,14 +649,17 @@ class _Window:
         """The accumulated loss, correct and seen counts and steps (not images
         or time: throughput is measured per process)."""
         return {"loss": self.loss.detach().cpu().clone(), "correct": self.correct.detach().cpu().clone(),
-                "seen": self.seen.detach().cpu().clone(), "steps": self.steps}
+                "seen": self.seen.detach().cpu().clone(), "steps": self.steps,
+                "extra": {k: v.detach().cpu().clone() for k, v in self.extra.items()}}
 
     def load_state_dict(self, st: Dict[str, Any]) -> None:
         self.loss.copy_(st["loss"]); self.correct.copy_(st["correct"]); self.seen.copy_(st["seen"])
+        for k, v in (st.get("extra") or {}).items():
+            self.extra[k].copy_(v)
         self.steps = int(st["steps"])
 
 
-_METRICS = ("loss", "top1", "top5", "mean_iou", "pixel_accuracy")
+_METRICS = ("loss", "top1", "top5", "mean_iou", "pixel_accuracy", "map50", "map50_11point", "coco_map")
 
 
 class _Loop:
@@ -660,7 +667,13 @@ class _Loop:
     epoch runs :meth:`train_step` per batch, logs a window every ``log_every``
     steps (:meth:`log_window`), may checkpoint mid-epoch, then evaluates
     (:meth:`evaluate_epoch`) and checkpoints (:meth:`save`). NaN/inf is caught
-    at every log and before every checkpoint (:meth:`check_finite`)."""
+    at every log and before every checkpoint (:meth:`check_finite`).
+    A subclass changes what a step computes (:meth:`train_step`, ending in
+    :meth:`optimizer_step`) and what an evaluation measures (:meth:`evaluate`,
+    ``best_key``, ``window_terms``): the detection engine's loop is one."""
+
+    best_key: Optional[str] = None   # the evaluation metric whose best is kept (None: top1 or mean_iou)
+    window_terms: Sequence[str] = ()  # per-step terms logged beside the loss (see :class:`_Window`)
 
     def __init__(self, cfg: Config, proc: _Process, data: _Data, model: nn.Module, net: nn.Module,
                  optim: _Optimisation, log: _Log, run_dir: str, start: _Start):
@@ -673,7 +686,8 @@ class _Loop:
         self.best = start.best
         self.last_good = {"path": self.ckpt_path if start.resumed_from is not None else None,
                           "step": start.resumed_from}
-        self.window = _Window(proc.device)
+        self.window = _Window(proc.device, self.window_terms)
+        self.best_key = self.best_key or ("mean_iou" if data.seg else "top1")
         if start.window is not None:  # the first record after a resume averages the whole window
             self.window.load_state_dict(start.window)
         self.bad_step = torch.full((), -1, dtype=torch.long, device=proc.device)
@@ -741,6 +755,20 @@ class _Loop:
                 loss = mixed_loss(out.float(), ya, yb2, lam, smoothing)
             else:
                 loss = F.cross_entropy(out.float(), yb, label_smoothing=smoothing, ignore_index=self.ignore)
+        self.optimizer_step(loss)
+        w = self.window
+        if not self.data.seg:
+            pred = out.detach().argmax(1)
+            w.correct += ((pred == ya).float() * lam + (pred == yb2).float() * (1 - lam)).sum() \
+                if self.mixing else (pred == yb).sum()
+            w.seen += yb.shape[0]
+
+    def optimizer_step(self, loss: torch.Tensor, images: Optional[int] = None) -> None:
+        """Back-propagate ``loss`` (scaled under fp16), clip, step the optimiser,
+        the LR schedule and the EMA, count the step and its ``images`` (default
+        ``batch_size``) and add the loss to the window (a NaN/inf loss is
+        remembered by step, not added)."""
+        cfg, model, o = self.cfg, self.model, self.optim
         o.opt.zero_grad(set_to_none=True)
         if o.scaler is not None:
             o.scaler.scale(loss).backward()
@@ -763,15 +791,11 @@ class _Loop:
         self.bad_step = torch.where((self.bad_step < 0) & ~torch.isfinite(ld),
                                     torch.full_like(self.bad_step, self.step), self.bad_step)
         w.loss += torch.nan_to_num(ld, nan=0.0, posinf=0.0, neginf=0.0)
-        if not self.data.seg:
-            pred = out.detach().argmax(1)
-            w.correct += ((pred == ya).float() * lam + (pred == yb2).float() * (1 - lam)).sum() \
-                if self.mixing else (pred == yb).sum()
-            w.seen += yb.shape[0]
         w.steps += 1
-        w.images += cfg.batch_size
+        n = cfg.batch_size if images is None else images
+        w.images += n
         if self.bar is not None:
-            self.bar.update(cfg.batch_size)
+            self.bar.update(n)
 
     def log_window(self) -> None:
         """Check for NaN/inf, write the window's mean loss, accuracy, lr and
@@ -786,6 +810,8 @@ class _Loop:
                "img_per_s": w.images / max(dt, 1e-9), "time": round(time.perf_counter() - self.wall0, 3)}
         if not self.data.seg and w.seen.item():
             rec["acc"] = w.correct.item() / w.seen.item()
+        for k, v in w.extra.items():
+            rec[k] = v.item() / max(1, w.steps)
         self.log.write(rec)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{rec['lr']:.3g}")
@@ -809,12 +835,12 @@ class _Loop:
         t0 = time.perf_counter()
         rec, _ = self.evaluate()
         rec.update(kind="eval", step=step, epoch_f=round(ep_done, 4), eval_s=round(time.perf_counter() - t0, 3))
-        key = "mean_iou" if self.data.seg else "top1"
+        key = self.best_key
         if rec.get(key) is not None and rec[key] >= self.best.get(key, -1):
             self.best = {key: rec[key], "step": step}
         self.log.write(rec)
-        msg = ", ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "top1", "top5", "mean_iou", "pixel_accuracy",
-                                                     "ema_top1", "ema_mean_iou") if k in rec)
+        msg = ", ".join(f"{k} {rec[k]:.4f}" for k in ("loss", "top1", "top5", "mean_iou", "pixel_accuracy", "map50",
+                                                     "ema_top1", "ema_mean_iou", "ema_map50") if k in rec)
         _print(f"[{cfg.name}] epoch {ep_done:.2f} step {step}/{total}: {msg}", self.proc.main)
         if self.proc.main and cfg.plot_every and math.ceil(ep_done) % cfg.plot_every == 0 and step < total:
             from operad.experiments.plots import plot_run

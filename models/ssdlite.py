@@ -58,8 +58,9 @@ def _items(term: Term) -> Tuple[Term, ...]:
 
 
 def ssdlite_head(out: int, k: int = 3) -> Term:
-    """SSDLite prediction layer: ``k x k`` depthwise, BN, ReLU6, then a 1x1 conv (with bias) to ``out``."""
-    return ops.conv(None, k=k, groups=0, bias=False) >> ops.bn() >> ops.relu6() >> ops.conv(out, k=1)
+    """SSDLite prediction layer: ``k x k`` depthwise, BN, ReLU6, then a 1x1 conv (with bias) to ``out``,
+    initialised small (``init="small"``, torchvision's N(0, 0.03^2)): offsets and logits start near 0."""
+    return ops.conv(None, k=k, groups=0, bias=False) >> ops.bn() >> ops.relu6() >> ops.conv(out, k=1, init="small")
 
 
 def extra_block(out: int) -> Term:

@@ -18,8 +18,11 @@ __all__ = ["Conv", "conv", "depthwise", "pointwise", "conv_out_size", "circular_
 
 #: weight initialisations of ``conv``: He normal (fan out), or "dirac": PyTorch's
 #: default uniform init with the first filters of each group set to the identity
-#: (an implicit residual; the speed recipe's convolutions start this way)
-INITS = ("kaiming", "dirac")
+#: (an implicit residual; the speed recipe's convolutions start this way), or
+#: "small": normal with std 0.03 (torchvision's SSDLite prediction layers: a
+#: narrow 1x1 conv under He init would start its box offsets and logits at
+#: several units, far from any target)
+INITS = ("kaiming", "dirac", "small")
 
 
 def conv_out_size(n, k: int, stride: int, dilation: int, pad_total):
@@ -186,6 +189,8 @@ class Conv(Term):
                       padding_mode=self.padding_mode)
         if self.init == "dirac":
             _dirac_(m.weight, m.groups)
+        elif self.init == "small":
+            nn.init.normal_(m.weight, 0.0, 0.03)
         else:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         if m.bias is not None:
@@ -211,7 +216,7 @@ def conv(out: Optional[Channels] = None, k=3, stride: int = 1, dilation: int = 1
     ``padding="same"`` keeps the size at stride 1 (and gives ``ceil(H/stride)``
     for odd kernels at larger strides); ``padding_mode="circular"`` makes it
     commute with circular shifts. ``init="dirac"`` starts the first filters
-    as identity maps (see :data:`INITS`).
+    as identity maps, ``init="small"`` near zero (see :data:`INITS`).
 
     >>> from operad import ops, Field
     >>> ops.conv(16, k=3, stride=2).bind(Field(3)).out_type

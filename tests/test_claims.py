@@ -177,9 +177,38 @@ def test_detection_claim_reads_map_and_finds_its_boxes():
     c = get_claims(["ssdlite_camvid_map"])[0]
     assert metric_value(c.metric, {"task": "detection", "val": {"map50": 0.31}}) == pytest.approx(0.31)
     sub, base = (arm_config(c, a, "cpu", 0, "/tmp/x", "/data") for a in c.arms)
-    assert sub.task == "detection" and sub.data_root == "/data/camvid_boxes_large"
-    assert (sub.epochs, base.epochs, base.lr) == (5, 1, 1e-9)  # the baseline stays at its initialisation
-    assert arm_config(c, c.arms[0], "gpu", 0, "/tmp/x", "/data").data_root == "/data/camvid_boxes"
+    assert sub.task == "detection" and sub.data_root == "/data/camvid_cars" and c.floor == "map50_prior_boxes"
+    assert (sub.epochs, base.epochs, base.lr) == (40, 1, 1e-9)  # the baseline stays at its initialisation
+    assert (sub.crop_size, sub.box_scales, sub.model_args) == ([240, 320], [0.1, 0.6],
+                                                               {"width": 0.5, "reduce_lowest": False})
+    gpu = arm_config(c, c.arms[0], "gpu", 0, "/tmp/x", "/data")
+    assert (gpu.data_root, gpu.epochs, gpu.crop_size) == ("/data/camvid_boxes", 200, [360, 480])
+
+
+@pytest.mark.parametrize("trained,verdict_", [([0.05, 0.06, 0.055], "reproduced"),
+                                              ([0.021, 0.019, 0.022], "inconclusive")])
+def test_a_floor_must_be_beaten_too(tmp_path, monkeypatch, trained, verdict_):
+    """A detector above its untrained copy but not clearly above the prior-box detector is inconclusive."""
+    from operad.experiments.claims import runner
+    from operad.experiments.claims.base import Arm, Claim
+    from operad.experiments.claims.report import results_markdown
+
+    c = Claim("floor_demo", "paper", "SSDLite", "learns", metric="map50", floor="map50_prior_boxes",
+              dataset_classes=0, arms=[Arm("trained", model="resnet20"), Arm("untrained", model="resnet20")])
+
+    def run_arm(cfg):
+        arm, seed = os.path.basename(cfg.out_dir).split("-")[0], int(cfg.name[len("seed"):])
+        v = trained[seed] if arm == "trained" else 0.0003
+        return {"val": {"map50": v}, "baseline": {"prior_box_map50": 0.02}, "train_time_s": 1.0}
+
+    monkeypatch.setattr(runner, "run_arm", run_arm)
+    r = runner.run_claim(c, "cpu", 3, str(tmp_path), progress=False)
+    assert r["grade"]["ci"][0] > 0  # above the untrained arm either way
+    assert r["floor"]["values"] == [0.02] * 3 and r["verdict"] == verdict_
+    assert ("not clearly above map50_prior_boxes" in r["grade"].get("reason", "")) == (verdict_ == "inconclusive")
+    assert "subject - map50_prior_boxes (2.00%)" in results_markdown([r])
+    with pytest.raises(ValueError, match="unknown floor metric"):
+        Claim("x", "p", "s", "c", metric="map50", floor="map5", arms=list(c.arms))
 
 
 def test_results_list_unrun_claims_as_not_run(tmp_path):

@@ -148,9 +148,30 @@ def test_derive_camvid_boxes(tmp_path):
     ds = VOCDetection(str(tmp_path / "out"), "val", classes=["Car", "Pedestrian", "Bicyclist", "SignSymbol"])
     assert ds[0][1]["boxes"].tolist() == [[2, 4, 12, 14], [20, 16, 23, 22]]
     assert "derived from CamVid" in (tmp_path / "out" / "README.md").read_text()
+    cars = derive_camvid_boxes(str(cam), str(tmp_path / "cars"), min_area=10, classes=["Car"])
+    assert cars["val"] == {"frames": 1, "boxes": 1, "Car": 1}
+    assert VOCDetection(str(tmp_path / "cars"), "val").classes == ["Car"]
+    with pytest.raises(DataError, match=r"\['Truck'\] are not CamVid box classes"):
+        derive_camvid_boxes(str(cam), str(tmp_path / "out3"), classes=["Car", "Truck"])
+    assert not (tmp_path / "out3").exists()
     (cam / "val.txt").write_text("val/f1.png\n")
     with pytest.raises(DataError, match=r"val\.txt: line 1"):
         derive_camvid_boxes(str(cam), str(tmp_path / "out2"))
+
+
+def test_training_batches_depend_only_on_seed_epoch_and_step(tmp_path):
+    """A stream started at batch ``i`` of an epoch (a resumed run) yields what the whole epoch yields
+    from ``i`` on; another epoch is another order, another step other crops."""
+    ds = VOCDetection(_voc(str(tmp_path), ids=("a", "b", "c", "d", "e", "f")), "train")
+    tr = DetectionBatches(ds, 2, (16, 16), train=True, seed=5)
+    assert len(tr) == 3 and len(DetectionBatches(ds, 4, (16, 16), train=True)) == 1  # the partial batch dropped
+    whole = list(tr.epoch(2, step_offset=6))
+    tail = list(DetectionBatches(ds, 2, (16, 16), train=True, seed=5).epoch(2, start=1, step_offset=6))
+    for (xa, ta), (xb, tb) in zip(whole[1:], tail):
+        assert torch.equal(xa, xb) and all(torch.equal(a["boxes"], b["boxes"]) for a, b in zip(ta, tb))
+    assert tr.order(2) != tr.order(3) and sorted(tr.order(3)) == list(range(6))
+    other = list(tr.epoch(2, step_offset=9))
+    assert not torch.equal(whole[0][0], other[0][0])
 
 
 def test_crop_keeps_box_centres():
@@ -172,8 +193,8 @@ def test_detection_batches_flip_and_resize(tmp_path):
     assert x.shape == (2, 3, 16, 16)
     torch.testing.assert_close(t[0]["boxes"], ds.targets[0]["boxes"] / torch.tensor([48, 32, 48, 32]))
     tr = DetectionBatches(ds, 2, (16, 16), train=True, seed=3)
-    for _ in range(5):
-        for x, ts in tr:
+    for epoch in range(5):
+        for x, ts in tr.epoch(epoch, step_offset=epoch * len(tr)):
             assert x.shape == (2, 3, 16, 16)
             for t in ts:
                 b = t["boxes"]
@@ -183,7 +204,7 @@ def test_detection_batches_flip_and_resize(tmp_path):
     img, tgt = ds[0]
     tr.train, tr.flip = True, True
     tr.min_scale = 1.0  # no crop: the whole frame, flipped or not
-    flipped = [tr._one(img, tgt) for _ in range(12)]
+    flipped = [tr._one(img, tgt, torch.Generator().manual_seed(i)) for i in range(12)]
     mirrored = [f for f in flipped if not torch.equal(f[1]["boxes"], tgt["boxes"] / torch.tensor([48, 32, 48, 32]))]
     assert mirrored
     x, t = mirrored[0]

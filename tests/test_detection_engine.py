@@ -7,7 +7,7 @@ import torch
 
 from operad.experiments.detection.boxes import box_iou, cxcywh_to_xyxy, decode, encode
 from operad.experiments.detection.loss import hard_negative_mask, multibox_loss
-from operad.experiments.detection.match import match
+from operad.experiments.detection.match import match, prior_coverage
 from operad.experiments.detection.metrics import average_precision, coco_map, mean_ap
 from operad.experiments.detection.nms import batched_nms, nms
 
@@ -35,6 +35,32 @@ def test_match_forces_best_prior_and_thresholds():
     torch.testing.assert_close(loc[0], encode(gt[:1], priors[:1])[0])
     _, lab = match(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), priors)
     assert lab.tolist() == [0, 0, 0]
+
+
+def test_prior_coverage_counts_objects_a_default_box_overlaps_well():
+    priors = torch.tensor([[0.25, 0.25, 0.5, 0.5], [0.75, 0.75, 0.1, 0.1]])
+    gts = [torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.7, 0.7, 0.8, 0.8]]),  # IoU 1 and 1
+           torch.tensor([[0.0, 0.0, 0.4, 0.4]]),                          # IoU 0.64 with prior 0
+           torch.tensor([[0.0, 0.0, 0.3, 0.3]]),                          # IoU 0.36: only a forced match
+           torch.zeros(0, 4)]
+    assert prior_coverage(gts, priors) == 0.75 and prior_coverage(gts, priors, 0.7) == 0.5
+    assert math.isnan(prior_coverage([torch.zeros(0, 4)], priors))
+
+
+def test_box_scales_set_the_default_boxes():
+    from operad.experiments.config import Config, ConfigError
+    from operad.experiments.detection.engine import build_detector
+    cfg = dict(task="detection", model="ssdlite_mobilenetv2", model_args={"width": 0.25, "reduce_lowest": False},
+               crop_size=[96, 128])
+    wide = build_detector(Config.from_dict(cfg), 2).priors
+    small = build_detector(Config.from_dict({**cfg, "box_scales": [0.1, 0.6]}), 2).priors
+    assert wide.shape == small.shape == (6 * (6 * 8 + 3 * 4 + 2 * 2 + 1 + 1 + 1), 4)  # 96x128: 6x8, 3x4, 2x2, 1x1 ...
+    assert wide[0, 2:].tolist() == pytest.approx([0.2, 0.2]) and small[0, 2:].tolist() == pytest.approx([0.1, 0.1])
+    assert small[-6, 2:].tolist() == pytest.approx([0.6, 0.6]) and wide[-6, 2:].tolist() == pytest.approx([0.95, 0.95])
+    with pytest.raises(ConfigError, match="box_scales"):
+        Config.from_dict({**cfg, "box_scales": [0.6, 0.1]})
+    with pytest.raises(ConfigError, match="box_scales"):
+        Config.from_dict({**cfg, "box_scales": [0.1, 1.5]})
 
 
 def test_hard_negative_mining_picks_the_worst_three_per_positive():
@@ -157,7 +183,7 @@ def test_precise_bn_recalibration():
 
 @pytest.mark.parametrize("mod", ["operad.operators.multibox", "operad.models.ssdlite"] + [
     f"operad.experiments.detection.{m}" for m in ("boxes", "match", "loss", "nms", "metrics", "voc", "coco",
-                                                   "derive", "augment", "engine")])
+                                                   "derive", "augment", "engine", "plot", "baseline")])
 def test_docstring_examples(mod):
     import doctest
     import importlib

@@ -70,3 +70,15 @@ def test_summary_covers_the_heads_level_by_level():
     assert rows["head0"].macs == 20 * 20 * (2 * 576 * 9 + 576 * (12 + 243))
     assert sum(r.params for r in s.rows[1:]) == s.total.params
     assert sum(r.macs for r in s.rows[1:]) == s.total.macs
+
+
+def test_prediction_layers_start_near_zero():
+    """The heads' last 1x1 convs start at N(0, 0.03^2) (torchvision's SSDLite), so box offsets and
+    logits start near 0 (He init on such a narrow layer puts them several units away)."""
+    torch.manual_seed(0)
+    m = create_model("ssdlite_mobilenetv2", num_classes=4, width=0.5)
+    last = [mod for name, mod in m.named_modules() if name.startswith("head") and isinstance(mod, torch.nn.Conv2d)
+            and mod.kernel_size == (1, 1)]
+    assert len(last) == 12 and all(0.02 < float(c.weight.std()) < 0.04 for c in last)
+    y = m(torch.randn(2, 3, 128, 128))
+    assert y.abs().mean() < 0.5

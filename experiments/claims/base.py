@@ -62,6 +62,8 @@ METRICS: Dict[str, tuple] = {
     "rotation_retention": (_rotation_retention, "rotated / upright top-1"),
     "miou": (lambda s: s["mean_iou"], "val mIoU"),
     "map50": (lambda s: s["val"]["map50"], "val mAP@0.5 (detection, PASCAL all-point)"),
+    "map50_prior_boxes": (lambda s: s["baseline"]["prior_box_map50"],
+                          "val mAP@0.5 of the prior-box detector (training boxes, sees no pixels)"),
     "params": (lambda s: s["params"], "parameters"),
     "infer_img_per_s": (lambda s: s["infer_img_per_s"], "inference images/s"),
     "deploy_speedup": (lambda s: s["deploy"]["speedup"], "deployed / original throughput"),
@@ -118,6 +120,9 @@ class Claim:
     then replaces the default grading and ``plot(result, path)`` the default plot.
     ``needs_data``: the measure trains or evaluates on a data set and takes the
     data root as a third argument (``operad reproduce --data``).
+    ``floor``: a trained claim's subject must also beat this metric of its own
+    runs (a trivial baseline's score, such as ``map50_prior_boxes``), graded
+    the same way, or the verdict is at best inconclusive.
     ``gpu_priority``: lower runs earlier in the GPU suite (0 = never there)."""
 
     name: str
@@ -135,6 +140,7 @@ class Claim:
     bound: Optional[float] = None
     gpu_priority: int = 0
     dataset_classes: int = 10  # 10 for CIFAR-10 (a chance-level guard); 0 where it does not apply
+    floor: str = ""  # trained claims: a metric of the subject's runs it must also beat (a trivial baseline)
     note: str = ""  # what the CPU scale can and cannot show
     grade: Optional[Callable[[List[float], List[Dict[str, Any]], str], Dict[str, Any]]] = None
     plot: Optional[Callable[[Dict[str, Any], str], Any]] = None
@@ -154,6 +160,8 @@ class Claim:
                 raise ValueError(f"claim {self.name}: a trained claim needs [subject, baseline] arms")
             if self.metric not in METRICS:
                 raise ValueError(f"claim {self.name}: unknown metric {self.metric!r}")
+            if self.floor and self.floor not in METRICS:
+                raise ValueError(f"claim {self.name}: unknown floor metric {self.floor!r}")
         elif self.published is None and self.bound is None:
             raise ValueError(f"claim {self.name}: a measured claim needs published= or bound=")
 

@@ -53,6 +53,11 @@ def _row(r: Dict[str, Any]) -> str:
         target = {"greater": "> 0", "less": "< 0", "match": f"within ±{scale * g['margin']:g}{unit}",
                   "noninferior": f"> -{scale * g['margin']:g}{unit}"}[g["direction"]]
         diff += f" (claim: {target})"
+        if r.get("floor"):
+            f = r["floor"]
+            flo, fhi = f["grade"]["ci"]
+            diff += (f"; subject - {f['metric']} ({fmt_value(f['mean'], metric)}): "
+                     f"{scale * f['grade']['diff_mean']:+.2f}{unit} [{scale * flo:+.2f}, {scale * fhi:+.2f}]")
     else:
         arms = "measured"
         vals = r["values"]
@@ -152,6 +157,9 @@ def plot_claim(r: Dict[str, Any], path: str) -> str:
             xs = [i + 0.06 * (k - (len(v["values"]) - 1) / 2) for k in range(len(v["values"]))]
             ax.scatter(xs, v["values"], s=18, alpha=0.7, label=f"{a} (seeds)" if i == 0 else None, color=f"C{i}")
             ax.errorbar([i + 0.3], [v["mean"]], yerr=[v["std"]], fmt="o", capsize=4, color=f"C{i}")
+        if r.get("floor"):
+            ax.axhline(r["floor"]["mean"], color="C3", ls="--", lw=1, label=r["floor"]["metric"])
+            ax.legend(fontsize=7)
         ax.set_xticks(range(len(r["arms"])))
         ax.set_xticklabels(list(r["arms"]), fontsize=8)
         g = r["grade"]

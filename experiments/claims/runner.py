@@ -172,6 +172,17 @@ def _at_chance(arms: Dict[str, Any], chance: float = 0.15) -> bool:
     return bool(means) and len(means) == len(arms) and all(m < chance for m in means)
 
 
+def _grade_floor(res: Dict[str, Any], c: Claim, subject: List[float], floor: List[float]) -> None:
+    """Grade the subject arm against its runs' ``c.floor`` (a trivial baseline), paired by seed, into
+    ``res["floor"]``; a claim reproduced against its baseline arm but not clearly above the floor is
+    inconclusive, with the reason."""
+    g = paired(subject, floor, "greater")
+    res["floor"] = {"metric": c.floor, "values": floor, **interval(floor), "grade": g}
+    if res["grade"]["verdict"] == "reproduced" and g["verdict"] != "reproduced":
+        res["grade"].update(verdict="inconclusive", reason=f"not clearly above {c.floor} "
+                            f"({sum(subject) / len(subject):.4g} vs {sum(floor) / len(floor):.4g})")
+
+
 def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "", progress: bool = True,
               tick=None, deadline: Optional[float] = None, commit: str = "") -> Dict[str, Any]:
     """Run (or reuse) every arm and seed of one claim, grade it, write its JSON and PNG. ``commit``: the
@@ -194,6 +205,7 @@ def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "",
         res["grade"] = c.grade(values, details, profile) if c.grade else _grade_measured(c, values)
     else:
         arms: Dict[str, Any] = {}
+        floor: List[float] = []
         for arm in c.arms:
             vals, top1, dirs, secs = [], [], [], []
             for s in range(seeds):
@@ -202,6 +214,8 @@ def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "",
                 cfg = arm_config(c, arm, profile, s, out, data_root, progress)
                 summ = run_arm(cfg)
                 vals.append(metric_value(c.metric, summ))
+                if c.floor and arm is c.arms[0]:
+                    floor.append(metric_value(c.floor, summ))
                 top1.append(summ.get("top1", summ.get("mean_iou", (summ.get("val") or {}).get("map50"))))
                 secs.append(summ.get("train_time_s"))
                 dirs.append(os.path.relpath(os.path.join(cfg.out_dir, cfg.name), out))
@@ -214,6 +228,8 @@ def run_claim(c: Claim, profile: str, seeds: int, out: str, data_root: str = "",
         res["grade"] = paired(a, b, c.direction, c.margin)
         if c.dataset_classes == 10 and _at_chance(arms):
             res["grade"].update(verdict="inconclusive", reason="every arm is at chance top-1 (< 15%)")
+        if c.floor:
+            _grade_floor(res, c, a, floor)
     res["verdict"] = res["grade"]["verdict"]
     res["wall_s"] = round(time.time() - t0, 1)
     os.makedirs(out, exist_ok=True)

@@ -22,6 +22,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from ..augment import step_generator
+
 __all__ = ["crop_window", "crop_boxes", "photometric", "DetectionBatches", "MEAN", "STD"]
 
 MEAN = (0.485, 0.456, 0.406)
@@ -74,47 +76,76 @@ def photometric(x: torch.Tensor, jitter: float, gen: Optional[torch.Generator] =
 
 class DetectionBatches:
     """Batches ``(images (B, 3, S, S) normalised, targets [{"boxes" in [0, 1] xyxy, "labels"}])`` on
-    ``device`` from a detection set (``ds[i] -> (uint8 image, target)``), preloaded once."""
+    ``device`` from a detection set (``ds[i] -> (uint8 image, target)``), preloaded once.
+
+    Training streams are reproducible piece by piece, as the classification engine's
+    :class:`~operad.experiments.augment.DeviceBatches`: the order of an epoch depends only on
+    ``(seed, epoch)`` and a batch's crops, flips and jitter only on ``(seed, step)``, so a run
+    resumed at any step sees the batches the uninterrupted run saw (:meth:`epoch`)."""
 
     def __init__(self, dataset, batch_size: int, size: Sequence[int], device="cpu", train: bool = False,
                  jitter: float = 0.3, flip: bool = True, seed: int = 0, min_scale: float = 0.3):
         self.items = [dataset[i] for i in range(len(dataset))]
         self.batch_size, self.size, self.device = batch_size, tuple(size), torch.device(device)
         self.train, self.jitter, self.flip, self.min_scale = train, jitter, flip, min_scale
-        self.gen = torch.Generator().manual_seed(seed)
+        self.seed = seed
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
 
     def __len__(self) -> int:
-        return -(-len(self.items) // self.batch_size)
+        """Batches per epoch; a training stream drops the last partial batch (a batch of one frame
+        would leave the 1x1 levels' batch norms a single value per channel)."""
+        n = len(self.items)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
 
-    def _one(self, img: torch.Tensor, tgt: Dict) -> Tuple[torch.Tensor, Dict]:
+    def _one(self, img: torch.Tensor, tgt: Dict, gen: Optional[torch.Generator]) -> Tuple[torch.Tensor, Dict]:
         x = img.to(self.device, non_blocking=True).float().div_(255)[None]
         boxes, labels = tgt["boxes"].clone(), tgt["labels"].clone()
         diff = tgt.get("difficult", torch.zeros(len(labels), dtype=torch.bool)).clone()
         h, w = x.shape[-2:]
-        if self.train:
+        if gen is not None:
             if self.min_scale < 1:
-                win, keep = crop_window(boxes, h, w, self.gen, self.min_scale)
+                win, keep = crop_window(boxes, h, w, gen, self.min_scale)
             else:
                 win, keep = (0, 0, w, h), torch.ones(len(labels), dtype=torch.bool)
             x = x[..., win[1]:win[3], win[0]:win[2]]
             boxes, labels, diff = crop_boxes(boxes[keep], win), labels[keep], diff[keep]
             h, w = x.shape[-2:]
-            if self.flip and torch.rand((), generator=self.gen).item() < 0.5:
+            if self.flip and torch.rand((), generator=gen).item() < 0.5:
                 x = x.flip(-1)
                 boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=not self.train)
+        x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=gen is None)
         scale = torch.tensor([w, h, w, h], dtype=torch.float32)
         return x[0], {"boxes": (boxes / scale).to(self.device), "labels": labels.to(self.device),
                       "difficult": diff.to(self.device)}
 
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, List[Dict]]]:
+    def targets(self) -> List[Dict]:
+        """Every frame's unaugmented target with boxes in [0, 1] units of the frame."""
+        out = []
+        for img, tgt in self.items:
+            h, w = img.shape[-2:]
+            out.append({**tgt, "boxes": tgt["boxes"].float() / torch.tensor([w, h, w, h], dtype=torch.float32)})
+        return out
+
+    def order(self, epoch: int) -> List[int]:
+        """The frames of ``epoch`` in the order they are batched (shuffled by ``(seed, epoch)`` when training)."""
         n = len(self.items)
-        order = torch.randperm(n, generator=self.gen).tolist() if self.train else list(range(n))
-        for s in range(0, n, self.batch_size):
-            pairs = [self._one(*self.items[i]) for i in order[s:s + self.batch_size]]
+        if not self.train:
+            return list(range(n))
+        g = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(epoch))
+        return torch.randperm(n, generator=g).tolist()
+
+    def epoch(self, epoch: int = 0, start: int = 0,
+              step_offset: int = 0) -> Iterator[Tuple[torch.Tensor, List[Dict]]]:
+        """The batches of ``epoch`` from batch ``start`` on; ``step_offset + i`` seeds batch ``i``'s augmentation."""
+        order = self.order(epoch)
+        for i in range(start, len(self)):
+            gen = step_generator(self.seed, step_offset + i) if self.train else None
+            pairs = [self._one(*self.items[j], gen) for j in order[i * self.batch_size:(i + 1) * self.batch_size]]
             x = torch.stack([p[0] for p in pairs])
-            if self.train and self.jitter > 0:
-                x = photometric(x, self.jitter, self.gen)
+            if gen is not None and self.jitter > 0:
+                x = photometric(x, self.jitter, gen)
             yield (x - self.mean) / self.std, [p[1] for p in pairs]
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, List[Dict]]]:
+        return self.epoch(0)

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..data import DataError
 from .voc import write_annotation
 
-__all__ = ["components", "frame_boxes", "derive_camvid_boxes", "CAMVID_BOX_CLASSES"]
+__all__ = ["components", "frame_boxes", "derive_camvid_boxes", "select_classes", "CAMVID_BOX_CLASSES"]
 
 #: CamVid class index -> box class name
 CAMVID_BOX_CLASSES: Dict[int, str] = {8: "Car", 9: "Pedestrian", 10: "Bicyclist", 6: "SignSymbol"}
@@ -98,10 +98,27 @@ def _place(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
-def derive_camvid_boxes(camvid_root: str, out: str, min_area: int = 100, splits: Sequence[str] = ("train", "val")) -> Dict:
-    """Write the VOC-layout box set derived from CamVid at ``camvid_root`` into ``out``;
-    returns ``{split: {"frames", "boxes", per class counts}}``."""
+def select_classes(names: Optional[Sequence[str]] = None) -> Dict[int, str]:
+    """The CamVid class indices of box class ``names`` (all four when None); an unknown name is an error.
+
+    >>> select_classes(["Car"])
+    {8: 'Car'}
+    """
+    if not names:
+        return dict(CAMVID_BOX_CLASSES)
+    known = {v: k for k, v in CAMVID_BOX_CLASSES.items()}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise DataError(f"box classes {bad} are not CamVid box classes; choose from {sorted(known)}")
+    return {known[n]: n for n in names}
+
+
+def derive_camvid_boxes(camvid_root: str, out: str, min_area: int = 100, splits: Sequence[str] = ("train", "val"),
+                        classes: Optional[Sequence[str]] = None) -> Dict:
+    """Write the VOC-layout box set derived from CamVid at ``camvid_root`` into ``out`` (boxes of
+    ``classes``, default all four); returns ``{split: {"frames", "boxes", per class counts}}``."""
     from PIL import Image
+    chosen = select_classes(classes)
     for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
     stats = {}
@@ -109,7 +126,7 @@ def derive_camvid_boxes(camvid_root: str, out: str, min_area: int = 100, splits:
         lst = os.path.join(camvid_root, f"{split}.txt")
         if not os.path.isfile(lst):
             raise DataError(f"{lst}: missing CamVid split list (SegNet layout: {split}.txt with 'image annotation' lines)")
-        ids, counts = [], {n: 0 for n in CAMVID_BOX_CLASSES.values()}
+        ids, counts = [], {n: 0 for n in chosen.values()}
         with open(lst) as f:
             pairs = [ln.split() for ln in f if ln.strip()]
         for n, pair in enumerate(pairs):
@@ -124,7 +141,7 @@ def derive_camvid_boxes(camvid_root: str, out: str, min_area: int = 100, splits:
             if label.ndim != 2:
                 raise DataError(f"{ann}: a label map must have one channel; got shape {label.shape}")
             stem = os.path.splitext(os.path.basename(img))[0]
-            objs = frame_boxes(label, min_area)
+            objs = frame_boxes(label, min_area, chosen)
             fn = os.path.basename(img)
             _place(img, os.path.join(out, "JPEGImages", fn))
             write_annotation(os.path.join(out, "Annotations", f"{stem}.xml"), fn, (label.shape[1], label.shape[0]),
@@ -138,7 +155,7 @@ def derive_camvid_boxes(camvid_root: str, out: str, min_area: int = 100, splits:
     with open(os.path.join(out, "README.md"), "w") as f:
         f.write("# Boxes derived from CamVid\n\nWritten by `operad derive-boxes` from the CamVid label maps "
                 f"(Brostow et al. 2008, SegNet layout) at {os.path.abspath(camvid_root)}: one box per 4-connected "
-                f"component of Car, Pedestrian, Bicyclist and SignSymbol pixels with at least {min_area} pixels. "
+                f"component of {', '.join(chosen.values())} pixels with at least {min_area} pixels. "
                 "Derived, not human-drawn boxes (touching objects merge, occluded ones split); frames are the "
                 "original PNG files.\n\n"
                 + "\n".join(f"- {s}: {v}" for s, v in stats.items()) + "\n")

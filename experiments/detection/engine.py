@@ -5,13 +5,23 @@
 ``task: detection`` to :func:`eval_detection`. Data sets: ``dataset = "voc"``
 (``data_root`` in the VOC layout, e.g. the box set ``operad derive-boxes``
 writes) or ``"coco"`` (``data_root/annotations/<split>.json`` and images in
-``data_root/<split>/``). The input is ``crop_size`` (square); random crops cover
-``scale_range[0]`` to 1 of each side (SSD: 0.3); the loss is
+``data_root/<split>/``). The input is ``crop_size`` ``[height, width]`` (default
+320x320), the default boxes' scales ``box_scales`` (default 0.2 to 0.95); random
+crops cover ``scale_range[0]`` to 1 of each side (SSD: 0.3); the loss is
 :func:`~operad.experiments.detection.loss.multibox_loss`; validation reports
 PASCAL mAP@0.5 (all-point), VOC 2007 11-point mAP@0.5 and COCO-style
 mAP@[.5:.95], and plots predicted boxes on a few val frames. Before every
 evaluation the batch-norm statistics are recomputed on unaugmented train frames
 (:func:`recalibrate_bn`).
+
+Training runs the classification engine's stages (:mod:`operad.experiments.train`:
+run directory, optimiser and LR schedule, EMA, checkpoints, ``--resume`` with the
+keys it may change, NaN/inf stops, progress bar, ``metrics.jsonl`` and
+``curves.png``) with a loop whose step is the multibox loss and whose evaluation
+is mAP (of the EMA weights too, when ``ema`` is set; they are the ones reported
+and used by ``operad eval``). Each run records the share of ground-truth boxes
+that some default box overlaps with IoU >= 0.5 (``box_coverage``) and the mAP of
+a detector that sees no pixels (:mod:`~operad.experiments.detection.baseline`).
 
 >>> is_detection_config({"task": "detection", "model": "ssdlite_mobilenetv2"})
 True
@@ -19,22 +29,24 @@ True
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch import nn
 
 from ..config import Config, ConfigError, expand_runs, load_config
-from ..data import DataError
-from .augment import MEAN, STD, DetectionBatches
+from ..run_dir import check_run_name
+from ..train import (_METRICS, _Data, _Log, _Loop, _open_run_dir, _Optimisation, _restore, _setup_process,
+                     _wrap, _write_record, load_checkpoint, save_checkpoint)
+from .augment import DetectionBatches
+from .baseline import prior_box_map
 from .boxes import decode
 from .loss import multibox_loss
-from .match import match_batch
+from .match import match_batch, prior_coverage
 from .metrics import coco_map, mean_ap
 from .nms import batched_nms
+from .plot import plot_detections
 
 __all__ = ["is_detection_config", "is_detection_run", "load_detection_data", "build_detector", "postprocess",
            "recalibrate_bn", "evaluate_detector", "train_detection", "train_detection_run", "eval_detection",
@@ -75,8 +87,14 @@ def build_detector(cfg: Config, num_classes: int) -> nn.Module:
     from operad.models.ssdlite import default_boxes
     model = create_model(cfg.model, num_classes=num_classes, **cfg.model_args)
     size = _size(cfg)
-    model.register_buffer("priors", default_boxes(model.term, size, model.in_type), persistent=False)
+    s_min, s_max = cfg.box_scales or (0.2, 0.95)
+    model.register_buffer("priors", default_boxes(model.term, size, model.in_type, s_min, s_max), persistent=False)
     return model
+
+
+def box_coverage(batches: DetectionBatches, priors: torch.Tensor, threshold: float = 0.5) -> float:
+    """:func:`~operad.experiments.detection.match.prior_coverage` of a set's (unaugmented) boxes."""
+    return prior_coverage([t["boxes"] for t in batches.targets()], priors.cpu(), threshold)
 
 
 def _size(cfg: Config):
@@ -152,171 +170,168 @@ def recalibrate_bn(model: nn.Module, batches, max_images: int = 400) -> int:
     return n
 
 
-def _lr(cfg: Config, step: int, total: int, steps_per_epoch: int) -> float:
-    warm = int(cfg.warmup_epochs * steps_per_epoch)
-    if step < warm:
-        return cfg.lr * (cfg.warmup_start + (1 - cfg.warmup_start) * step / max(warm, 1))
-    if cfg.schedule == "constant":
-        return cfg.lr
-    t = (step - warm) / max(total - warm, 1)
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * t))
+class _DetectionLoop(_Loop):
+    """The classification engine's loop (:class:`~operad.experiments.train._Loop`: epochs, the LR
+    schedule, EMA, logging windows, NaN/inf stops, checkpoints that resume bit for bit, the
+    progress bar) with the multibox loss as its step and mAP as its evaluation. Every evaluation
+    first recalibrates the batch norms (of the EMA weights too) on unaugmented train frames."""
+
+    best_key = "map50"
+    window_terms = ("loc", "conf")
+
+    def __init__(self, *args, calib: DetectionBatches, num_classes: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calib, self.num_classes = calib, num_classes
+
+    def train_step(self, x: torch.Tensor, targets: List[Dict]) -> None:
+        loc_t, labels = match_batch(targets, self.model.priors)
+        with self.optim.autocast():
+            pred = self.net(x)
+        loss, loc, conf = multibox_loss(pred, loc_t, labels)
+        self.optimizer_step(loss, images=x.shape[0])
+        self.window.extra["loc"] += loc.detach()
+        self.window.extra["conf"] += conf.detach()
+
+    def evaluate(self) -> tuple:
+        """``(log record, full result)`` of the weights and, when kept, the EMA (``ema_*``, ``result["ema"]``)."""
+        rec, full = {}, {}
+        models = [("", self.model)] + ([("ema_", self.optim.ema.module)] if self.optim.ema is not None else [])
+        for prefix, m in models:
+            recalibrate_bn(m, self.calib)
+            r = evaluate_detector(m, self.data.val_batches, self.num_classes)
+            rec.update({prefix + k: r[k] for k in _METRICS if k in r})
+            if prefix:
+                full["ema"] = r
+            else:
+                full.update(r)
+        return rec, full
+
+    def evaluate_epoch(self, ep_done: float) -> None:
+        if self.step < self.data.total:  # the last evaluation is the final one (:func:`_finish_detection`)
+            super().evaluate_epoch(ep_done)
 
 
-def _optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
-    params = [{"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0}]
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas))
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+def _detection_data(cfg: Config, proc, val_data=None):
+    """The train and val sets, their batch streams (train: augmented, seeded by ``(seed, step)``;
+    val and BN calibration: unaugmented) and the step counts, as the engine's :class:`_Data`."""
+    train_ds = load_detection_data(cfg, "train", subset=cfg.subset)
+    val_ds = val_data or load_detection_data(cfg, "val", train_ds.classes, cfg.val_subset)
+    size = _size(cfg)
+    tr = DetectionBatches(train_ds, cfg.batch_size, size, proc.device, train=True, flip=cfg.flip, seed=cfg.seed,
+                          min_scale=cfg.scale_range[0])  # the crop scale; scale_range = [1, 1]: no crops
+    va = DetectionBatches(val_ds, cfg.eval_batch_size, size, proc.device)
+    if len(tr) == 0:
+        raise ConfigError(f"run {cfg.name}: batch_size {cfg.batch_size} exceeds the {len(train_ds)} training frames")
+    total = cfg.max_steps or cfg.epochs * len(tr)
+    data = _Data(train_ds, val_ds, False, False, tr, va, len(tr), total)
+    return data, DetectionBatches(train_ds, cfg.eval_batch_size, size, proc.device)
 
 
-def _fit_epoch(cfg: Config, model: nn.Module, opt, batches: DetectionBatches, step: int, total: int, epoch: int,
-               log, t0: float) -> int:
-    """One epoch of multibox-loss steps; returns the step count."""
-    model.train()
-    for x, targets in batches:
-        for g in opt.param_groups:
-            g["lr"] = _lr(cfg, step, total, len(batches))
-        loc_t, labels = match_batch(targets, model.priors)
-        loss, loc, conf = multibox_loss(model(x), loc_t, labels)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"run {cfg.name}: loss is {loss.item()} at step {step}; lower lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.clip_grad:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        opt.step()
-        step += 1
-        if step % max(cfg.log_every, 1) == 0:
-            rec = {"step": step, "epoch": epoch, "loss": loss.item(), "loc": loc.item(), "conf": conf.item(),
-                   "lr": opt.param_groups[0]["lr"], "time_s": time.time() - t0}
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            print(f"[{cfg.name}] step {step}/{total} loss {loss.item():.3f} (loc {loc.item():.3f}, "
-                  f"conf {conf.item():.3f})", flush=True)
-    return step
-
-
-def train_detection_run(cfg: Config, overwrite: bool = False) -> Dict[str, Any]:
-    """Train one detection run; writes ``final.pt``, ``summary.json``, ``log.jsonl`` and
-    ``boxes-val.png`` under ``<out_dir>/<name>/`` and returns the summary."""
-    if cfg.schedule not in ("cosine", "constant"):
-        raise ConfigError(f"run {cfg.name}: detection runs use schedule 'cosine' or 'constant'; got {cfg.schedule!r}")
-    run_dir = os.path.join(cfg.out_dir, cfg.name)
-    if os.path.exists(os.path.join(run_dir, "final.pt")) and not overwrite:
-        raise ConfigError(f"{run_dir} already holds a finished run; pass --overwrite to start again")
+def train_detection_run(cfg: Config, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+    """Train one detection run with the classification engine's stages (run directory, optimiser,
+    schedule, EMA, checkpoints, ``--resume``); writes ``final.pt``, ``summary.json``, ``metrics.jsonl``,
+    ``curves.png`` and ``boxes-val.png`` under ``<out_dir>/<name>/`` and returns the summary."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(f"run {cfg.name}: detection runs are one process; launch without torchrun")
     threads = torch.get_num_threads()
-    device = torch.device("cuda" if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     try:
-        torch.manual_seed(cfg.seed)
-        train_ds = load_detection_data(cfg, "train", subset=cfg.subset)
-        val_ds = load_detection_data(cfg, "val", train_ds.classes, cfg.val_subset)
-        classes = list(train_ds.classes)
-        model = build_detector(cfg, len(classes)).to(device)
-        size = _size(cfg)
-        tr = DetectionBatches(train_ds, cfg.batch_size, size, device, train=True, flip=cfg.flip, seed=cfg.seed,
-                              min_scale=cfg.scale_range[0])  # the crop scale; scale_range = [1, 1]: no crops
-        va = DetectionBatches(val_ds, cfg.eval_batch_size, size, device)
-        calib = DetectionBatches(train_ds, cfg.eval_batch_size, size, device)  # train frames, not augmented
-        opt = _optimizer(cfg, model)
-        os.makedirs(run_dir, exist_ok=True)
-        total, step, t0, history = cfg.epochs * len(tr), 0, time.time(), []
-        with open(os.path.join(run_dir, "log.jsonl"), "w") as log:
-            for epoch in range(cfg.epochs):
-                step = _fit_epoch(cfg, model, opt, tr, step, total, epoch, log, t0)
-                if (epoch + 1) % max(cfg.eval_every, 1) == 0 and epoch + 1 < cfg.epochs:
-                    recalibrate_bn(model, calib)
-                    r = evaluate_detector(model, va, len(classes))
-                    history.append({"epoch": epoch + 1, "val_map50": r["map50"], "val_loss": r["loss"]})
-                    log.write(json.dumps(history[-1]) + "\n")
-                    print(f"[{cfg.name}] epoch {epoch + 1}: val mAP@0.5 {r['map50']:.4f}", flush=True)
-        train_s = time.time() - t0
-        recalibrate_bn(model, calib)
-        r = evaluate_detector(model, va, len(classes))
-        torch.save({"task": "detection", "model": model.state_dict(), "config": cfg.to_dict(), "classes": classes},
-                   os.path.join(run_dir, "final.pt"))
-        png = plot_detections(va, r["_dets"], classes, os.path.join(run_dir, "boxes-val.png"))
-        import operad
-        c = operad.cost(model, size=size)
-        summary = {"name": cfg.name, "experiment": cfg.experiment, "claim": cfg.claim, "task": "detection",
-                   "model": cfg.model, "dataset": cfg.dataset, "data_root": cfg.data_root, "classes": classes,
-                   "input_size": list(size), "epochs": cfg.epochs, "steps": step, "train_images": len(train_ds),
-                   "val_images": len(val_ds), "params": int(c.params), "macs": int(c.macs), "train_time_s": train_s,
-                   "threads": torch.get_num_threads(), "device": str(device), "history": history,
-                   "val": {k: v for k, v in r.items() if not k.startswith("_")}, "boxes_png": png,
-                   "config": cfg.to_dict()}
-        with open(os.path.join(run_dir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
-        print(f"[{cfg.name}] val mAP@0.5 {r['map50']:.4f} (11-point {r['map50_11point']:.4f}), "
-              f"COCO mAP {r['coco_map']:.4f}; wrote {run_dir}", flush=True)
-        return summary
+        proc = _setup_process(cfg)
+        opened = _open_run_dir(cfg, proc, resume, overwrite)
+        data, calib = _detection_data(cfg, proc)
+        classes = list(data.train.classes)
+        model = build_detector(cfg, len(classes)).to(proc.device)
+        cover = {"train": box_coverage(data.batches, model.priors), "val": box_coverage(data.val_batches, model.priors)}
+        print(f"[{cfg.name}] {model.priors.shape[0]} default boxes; ground-truth boxes with a default box of "
+              f"IoU >= 0.5: train {cover['train']:.1%}, val {cover['val']:.1%}", flush=True)
+        optim = _Optimisation(cfg, model, data, proc.device)
+        log = _Log(opened.run.file("metrics.jsonl"))
+        n_params = sum(p.numel() for p in model.parameters())
+        start = _restore(cfg, proc, opened, data, model, optim, log)
+        _write_record(cfg, proc, opened, n_params, start)
+        loop = _DetectionLoop(cfg, proc, data, model, _wrap(cfg, proc, model), optim, log, opened.path, start,
+                              calib=calib, num_classes=len(classes))
+        loop.run()
+        return _finish_detection(cfg, data, loop, classes, cover)
     finally:
         torch.set_num_threads(threads)
 
 
-def train_detection(config, overrides: Sequence[str] = (), overwrite: bool = False, profile: Optional[str] = None,
-                    only: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
-    """Train every run of a detection config (path, bundled name or dict)."""
+def _finish_detection(cfg: Config, data: _Data, loop: _DetectionLoop, classes: List[str],
+                      cover: Dict[str, float]) -> Dict[str, Any]:
+    """The final evaluation (of the EMA when kept), ``final.pt`` (the recalibrated weights and EMA),
+    the PNGs and ``summary.json``."""
+    import operad
+    from operad.experiments.plots import plot_run
+
+    rec, full = loop.evaluate()
+    rec.update(kind="eval", step=loop.step, epoch_f=round(loop.step / data.spe, 4))
+    loop.log.write(rec)
+    r = full.get("ema", full)
+    ema = loop.optim.ema
+    run_dir = loop.run_dir
+    save_checkpoint(os.path.join(run_dir, "final.pt"),
+                    {"task": "detection", "model": loop.model.state_dict(), "config": cfg.to_dict(),
+                     "ema": ema.state_dict() if ema is not None else None, "classes": classes})
+    png = plot_detections(data.val_batches, r["_dets"], classes, os.path.join(run_dir, "boxes-val.png"))
+    plot_run(run_dir)
+    size = _size(cfg)
+    c = operad.cost(loop.model, size=size)
+    val = lambda res: {k: v for k, v in res.items() if not k.startswith("_") and k != "ema"}  # noqa: E731
+    prior = prior_box_map(data.batches.targets(), data.val_batches.targets(), len(classes))
+    summary = {"name": cfg.name, "experiment": cfg.experiment, "claim": cfg.claim, "task": "detection",
+               "model": cfg.model, "dataset": cfg.dataset, "data_root": cfg.data_root, "classes": classes,
+               "input_size": list(size), "default_boxes": int(loop.model.priors.shape[0]), "box_coverage": cover,
+               "epochs": round(loop.step / data.spe, 3), "steps": loop.step, "train_images": len(data.train),
+               "val_images": len(data.val), "params": int(c.params), "macs": int(c.macs),
+               "train_time_s": round(loop.train_time, 3), "threads": torch.get_num_threads(),
+               "device": str(loop.proc.device), "best": loop.best, "ema": ema is not None, "val": val(r),
+               "baseline": {"prior_box_map50": prior}, "boxes_png": png, "run_dir": run_dir,
+               "config": cfg.to_dict()}
+    if ema is not None:
+        summary["val_weights"] = val(full)  # the raw weights beside the evaluated EMA
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print(f"[{cfg.name}] val mAP@0.5 {r['map50']:.4f} (11-point {r['map50_11point']:.4f}), "
+          f"COCO mAP {r['coco_map']:.4f}{' (EMA weights)' if ema is not None else ''}; the prior-box detector "
+          f"(no pixels) {prior:.4f}; wrote {run_dir}", flush=True)
+    return summary
+
+
+def train_detection(config, overrides: Sequence[str] = (), resume: bool = False, overwrite: bool = False,
+                    profile: Optional[str] = None, only: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """Train every run of a detection config (path, bundled name or dict); ``resume``: continue
+    each from its checkpoint as ``operad train --resume`` does for classification."""
     from ..config import parse_overrides
     raw = load_config(config)
     runs = expand_runs(raw, parse_overrides(list(overrides)), profile, only)
-    return [train_detection_run(c, overwrite) for c in runs]
+    for c in runs:
+        check_run_name(c.name)
+    return [train_detection_run(c, resume, overwrite) for c in runs]
 
 
 def eval_detection(run: str, data_root: Optional[str] = None, split: str = "val", subset: int = 0,
-                   batch_size: int = 8, device: str = "cpu", out: Optional[str] = None) -> Dict[str, Any]:
-    """Evaluate a finished detection run: writes ``eval-<split>.json`` and ``boxes-<split>.png``."""
+                   batch_size: int = 8, device: str = "cpu", out: Optional[str] = None,
+                   use_ema: bool = True) -> Dict[str, Any]:
+    """Evaluate a finished detection run (its EMA weights when it kept them and ``use_ema``):
+    writes ``eval-<split>.json`` and ``boxes-<split>.png``."""
     path = os.path.join(run, "final.pt") if os.path.isdir(run) else run
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    ck = load_checkpoint(path)
     cfg = Config.from_dict(ck["config"])
     if data_root:
         cfg = Config.from_dict({**ck["config"], "data_root": data_root})
     classes = ck["classes"]
     model = build_detector(cfg, len(classes))
-    model.load_state_dict(ck["model"])
+    weights = "ema" if use_ema and ck.get("ema") is not None else "model"
+    model.load_state_dict(ck[weights])
     model.to(device)
     ds = load_detection_data(cfg, split, classes, subset)
-    r = evaluate_detector(model, DetectionBatches(ds, batch_size, _size(cfg), device), len(classes))
+    batches = DetectionBatches(ds, batch_size, _size(cfg), device)
+    r = evaluate_detector(model, batches, len(classes))
     out = out or (run if os.path.isdir(run) else os.path.dirname(run))
     os.makedirs(out, exist_ok=True)
     res = {k: v for k, v in r.items() if not k.startswith("_")}
-    res.update({"split": split, "classes": classes})
+    res.update({"split": split, "classes": classes, "weights": weights})
     with open(os.path.join(out, f"eval-{split}.json"), "w") as f:
         json.dump(res, f, indent=2)
-    res["png"] = plot_detections(DetectionBatches(ds, batch_size, _size(cfg)), r["_dets"], classes,
-                                 os.path.join(out, f"boxes-{split}.png"))
+    res["png"] = plot_detections(batches, r["_dets"], classes, os.path.join(out, f"boxes-{split}.png"))
     return res
-
-
-def plot_detections(batches: DetectionBatches, dets: Sequence[Dict], classes: Sequence[str], path: str,
-                    n: int = 4, min_score: float = 0.3) -> str:
-    """A PNG of ``n`` val frames with ground truth (dashed white) and predictions above ``min_score``."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    idx = list(range(0, len(batches.items), max(1, len(batches.items) // n)))[:n]
-    fig, axes = plt.subplots(1, len(idx), figsize=(4.5 * len(idx), 3.6), squeeze=False)
-    colours = plt.cm.tab10.colors
-    for ax, i in zip(axes[0], idx):
-        img, tgt = batches.items[i]
-        h, w = img.shape[-2:]
-        ax.imshow(img.permute(1, 2, 0).numpy())
-        scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-        for b in tgt["boxes"]:
-            ax.add_patch(plt.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec="white", ls="--", lw=1))
-        d = dets[i]
-        for b, s, l in zip(d["boxes"] * scale, d["scores"], d["labels"]):
-            if s < min_score:
-                continue
-            c = colours[int(l) % len(colours)]
-            ax.add_patch(plt.Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, ec=c, lw=1.5))
-            ax.text(b[0], b[1], f"{classes[int(l) - 1]} {float(s):.2f}", color="white", fontsize=6,
-                    bbox=dict(fc=c, ec="none", pad=0.5))
-        ax.set_axis_off()
-    fig.suptitle(f"predicted boxes (score >= {min_score}); ground truth dashed", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path

@@ -13,13 +13,13 @@ overlaps most if that IoU is at least ``threshold``; the rest are background
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 
 from .boxes import box_iou, cxcywh_to_xyxy, encode
 
-__all__ = ["match", "match_batch"]
+__all__ = ["match", "match_batch", "prior_coverage"]
 
 
 def match(gt_boxes: torch.Tensor, gt_labels: torch.Tensor, priors: torch.Tensor,
@@ -43,3 +43,18 @@ def match_batch(targets, priors: torch.Tensor, threshold: float = 0.5) -> Tuple[
     """Stack :func:`match` over a batch of ``{"boxes", "labels"}`` targets."""
     locs, labels = zip(*(match(t["boxes"], t["labels"], priors, threshold) for t in targets))
     return torch.stack(locs), torch.stack(labels)
+
+
+def prior_coverage(gt_boxes: Sequence[torch.Tensor], priors: torch.Tensor, threshold: float = 0.5) -> float:
+    """The fraction of ground-truth boxes (a list of (G, 4) xyxy tensors in [0, 1] units) that overlap
+    some default box with IoU >= ``threshold``: the objects matching can assign without forcing.
+    Default boxes much larger or smaller than the objects leave it low.
+
+    >>> priors = torch.tensor([[0.25, 0.25, 0.5, 0.5]])
+    >>> prior_coverage([torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.1, 0.1]])], priors)
+    0.5
+    """
+    best = [box_iou(b, cxcywh_to_xyxy(priors)).max(1).values for b in gt_boxes if b.numel()]
+    if not best:
+        return float("nan")
+    return (torch.cat(best) >= threshold).float().mean().item()
