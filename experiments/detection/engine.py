@@ -211,11 +211,11 @@ class _DetectionLoop(_Loop):
             super().evaluate_epoch(ep_done)
 
 
-def _detection_data(cfg: Config, proc, val_data=None):
+def _detection_data(cfg: Config, proc) -> tuple:
     """The train and val sets, their batch streams (train: augmented, seeded by ``(seed, step)``;
-    val and BN calibration: unaugmented) and the step counts, as the engine's :class:`_Data`."""
+    val and BN calibration: unaugmented) and the step counts: ``(_Data, calibration batches)``."""
     train_ds = load_detection_data(cfg, "train", subset=cfg.subset)
-    val_ds = val_data or load_detection_data(cfg, "val", train_ds.classes, cfg.val_subset)
+    val_ds = load_detection_data(cfg, "val", train_ds.classes, cfg.val_subset)
     size = _size(cfg)
     tr = DetectionBatches(train_ds, cfg.batch_size, size, proc.device, train=True, flip=cfg.flip, seed=cfg.seed,
                           min_scale=cfg.scale_range[0])  # the crop scale; scale_range = [1, 1]: no crops
@@ -240,7 +240,7 @@ def train_detection_run(cfg: Config, resume: bool = False, overwrite: bool = Fal
         data, calib = _detection_data(cfg, proc)
         classes = list(data.train.classes)
         model = build_detector(cfg, len(classes)).to(proc.device)
-        cover = {"train": box_coverage(data.batches, model.priors), "val": box_coverage(data.val_batches, model.priors)}
+        cover = {k: box_coverage(b, model.priors) for k, b in (("train", data.batches), ("val", data.val_batches))}
         print(f"[{cfg.name}] {model.priors.shape[0]} default boxes; ground-truth boxes with a default box of "
               f"IoU >= 0.5: train {cover['train']:.1%}, val {cover['val']:.1%}", flush=True)
         optim = _Optimisation(cfg, model, data, proc.device)
