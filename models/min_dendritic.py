@@ -15,7 +15,9 @@ name                       what                                                 
 
 ``blocks="all"`` makes every residual unit of a Min-ResNet a Min block. The
 dendritic networks start (dendrite biases 0) as exactly their counterparts'
-functions, with twice the conv/FC weights and the same counted MACs.
+functions, with twice the conv/FC weights and the same counted MACs. Their
+``impl`` picks the dendritic layers' implementation: ``"compiled"`` trains about
+30x faster than the default ``"fused"`` where ``torch.compile`` works.
 
 >>> from operad.models import create_model
 >>> create_model("min_resnet20").stage2[0].term
@@ -59,26 +61,26 @@ def min_resnet56(num_classes: int = 10, in_chans: int = 3, blocks: str = "first"
     return _min_resnet(56, num_classes, in_chans, blocks, k, q, n)
 
 
-def _dendritic(name: str, num_classes: int, in_chans: int) -> Term:
-    return to_dendritic(model_term(name, num_classes=num_classes, in_chans=in_chans))
+def _dendritic(name: str, num_classes: int, in_chans: int, impl: str) -> Term:
+    return to_dendritic(model_term(name, num_classes=num_classes, in_chans=in_chans), impl=impl)
 
 
 @register_model(tags=("dendritic", "resnet", "cifar"), **_CIFAR)
-def dendritic_resnet20(num_classes: int = 10, in_chans: int = 3) -> Term:
+def dendritic_resnet20(num_classes: int = 10, in_chans: int = 3, impl: str = "fused") -> Term:
     """Dendritic ResNet-20: per-connection biases before every ReLU, dendritic FC head."""
-    return _dendritic("resnet20", num_classes, in_chans)
+    return _dendritic("resnet20", num_classes, in_chans, impl)
 
 
 @register_model(tags=("dendritic", "resnet", "cifar"), **_CIFAR)
-def dendritic_resnet56(num_classes: int = 10, in_chans: int = 3) -> Term:
+def dendritic_resnet56(num_classes: int = 10, in_chans: int = 3, impl: str = "fused") -> Term:
     """Dendritic ResNet-56: per-connection biases before every ReLU, dendritic FC head."""
-    return _dendritic("resnet56", num_classes, in_chans)
+    return _dendritic("resnet56", num_classes, in_chans, impl)
 
 
 @register_model(tags=("dendritic", "resnet", "imagenet"), input_size=(3, 224, 224))
-def dendritic_resnet18(num_classes: int = 1000, in_chans: int = 3) -> Term:
+def dendritic_resnet18(num_classes: int = 1000, in_chans: int = 3, impl: str = "fused") -> Term:
     """Dendritic ResNet-18 (torchvision layout), dendritic FC head."""
-    return _dendritic("resnet18", num_classes, in_chans)
+    return _dendritic("resnet18", num_classes, in_chans, impl)
 
 
 # ---------------------------------------------------------------------------

@@ -29,6 +29,17 @@ Implementation (``impl``):
   autograd, which also keeps it for the backward pass. Same numbers; kept as
   the reference and for the memory benchmark
   (``python -m operad.experiments.bench.dendritic``).
+* ``"compiled"``: the product written as one broadcast multiply-and-sum and
+  handed to ``torch.compile``; inductor fuses it and its three gradients into
+  loops that read ``u`` and never build the per-connection tensor (C++ on the
+  CPU, Triton on the GPU). It keeps what the fused form keeps and is about 30x
+  faster than it: 7.6 ms against 212 ms at B16 C16->16 16x16 and 6.2 against
+  213 ms at B16 C32->32 8x8 (4.3x and 4.2x ``conv(relu(x))``; one thread,
+  timed in alternation by the benchmark below). A dendritic ResNet-20 trains
+  at 27 images/s on one thread against about 1 with ``"fused"``. Compiling costs
+  seconds per new shape, and where it fails (no C++ compiler) the layer warns
+  once and runs the fused form. Under a dispatch mode (``FlopCounterMode``
+  counting the cost) it also runs the fused form, which a counter can see.
 
 What ``python -m operad.experiments.bench.dendritic --threads 1`` printed (B16
 C16->16 16x16, k=3; forms timed in alternation; a 2-core machine shared by other
@@ -39,12 +50,14 @@ tensor, so the largest transient is 36 MiB for both. Forward+backward: naive
 7.9 ms for ``conv(relu(x))`` (87x and 172x). At B16 C32->32 8x8: 72.0 / 1.2 MiB
 saved, 768 / 1456 ms against 1.5 ms. Times on a loaded machine move a lot (with
 two threads the same run timed the baseline itself at 516 ms); the memory figures
-do not. The fused form is the default; ``impl="naive"`` is faster where memory
-is ample.
+do not. The fused form is the default, since it needs no compiler; ``impl="naive"``
+is faster where memory is ample, and ``impl="compiled"`` is the one to train with.
 
-Under ``torch.compile`` and inside ``torch.func`` transforms (the Lipschitz
-power iteration uses ``jvp``) the fused form runs the same chunks under plain
-autograd, since Dynamo cannot trace a custom ``jvp`` rule.
+Under ``torch.compile`` (a whole compiled model) the compiled form is the
+reduction inlined into the model's graph, and the fused form runs the same chunks
+under plain autograd, since Dynamo cannot trace a custom autograd function's
+``jvp`` rule; so do both inside ``torch.func`` transforms (the Lipschitz power
+iteration uses ``jvp``).
 
 ``bias_init`` is the standard deviation of the dendrite biases at
 initialisation (0 by default: the unit starts as ``conv(relu(x))``).
@@ -138,7 +151,8 @@ class _DendriticProduct(torch.autograd.Function):
 def dendritic_product(u: torch.Tensor, w: torch.Tensor, b: torch.Tensor, impl: str = "fused") -> torch.Tensor:
     """``y[b, o, l] = sum_j w[o, j] relu(u[b, j, l] + b[o, j])`` for ``u`` of shape
     ``(B, J, L)``, ``w`` and ``b`` of shape ``(O, J)``; ``impl`` is ``"fused"``
-    (chunked, memory ``O(B J L)`` besides one chunk) or ``"naive"``.
+    (chunked, memory ``O(B J L)`` besides one chunk), ``"naive"`` or ``"compiled"``
+    (one inductor kernel, the fastest where it compiles).
 
     >>> import torch
     >>> u, w = torch.randn(2, 3, 5), torch.randn(4, 3)
@@ -148,15 +162,54 @@ def dendritic_product(u: torch.Tensor, w: torch.Tensor, b: torch.Tensor, impl: s
     """
     if impl == "naive":
         return _contract(u.permute(1, 0, 2), w, b)
-    if torch.compiler.is_compiling() or _functorch_active(u):
+    if torch.compiler.is_compiling():
+        return _reduction(u, w, b) if impl == "compiled" else _chunked(u, w, b)
+    if _functorch_active(u):
         return _chunked(u, w, b)
+    if impl == "compiled" and not _dispatch_mode_active() and _compiled_reduction() is not None:
+        try:
+            return _compiled_reduction()(u, w, b)
+        except Exception as e:  # no C++ compiler / Triton: say so once, then run the fused form
+            _disable_compiled(e)
     return _DendriticProduct.apply(u, w, b)
+
+
+_COMPILED: dict = {}
+
+
+def _dispatch_mode_active() -> bool:
+    # a compiled kernel is opaque to dispatch modes (FlopCounterMode counts the cost): run the fused form there
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return _get_current_dispatch_mode() is not None
+
+
+def _compiled_reduction():
+    """:func:`_reduction` under ``torch.compile`` (built on first use; None once it failed)."""
+    if "fn" not in _COMPILED:
+        _COMPILED["fn"] = torch.compile(_reduction, dynamic=None)
+    return _COMPILED["fn"]
+
+
+def _disable_compiled(e: Exception) -> None:
+    import warnings
+
+    _COMPILED["fn"] = None
+    warnings.warn(f"dendritic impl='compiled' could not compile ({type(e).__name__}: {str(e)[:200]}); "
+                  "running impl='fused' instead (same numbers, slower)", RuntimeWarning, stacklevel=3)
 
 
 def _functorch_active(u: torch.Tensor) -> bool:
     # torch.func transforms (jvp in verify.lipschitz) need a custom jvp rule, which
     # Dynamo cannot trace; there the plain-autograd chunked form is used instead.
     return torch._C._functorch.is_functorch_wrapped_tensor(u)
+
+
+def _reduction(u, w, b):
+    """The product as one broadcast multiply-and-sum, for ``torch.compile``: inductor
+    fuses it, and its gradients, into loops that never hold the ``(B, O, J, L)``
+    tensor (in eager mode this form would materialize it)."""
+    return (w[None, :, :, None] * torch.relu(u[:, None] + b[None, :, :, None])).sum(2)
 
 
 def _chunked(u, w, b):
@@ -177,9 +230,12 @@ def _contract(ut, w, b):
     return y.reshape(w.shape[0], bsz, l).transpose(0, 1)
 
 
+IMPLS = ("fused", "naive", "compiled")
+
+
 def _check_impl(impl: str):
-    if impl not in ("fused", "naive"):
-        raise ValueError(f"dendritic impl must be 'fused' or 'naive'; got {impl!r}")
+    if impl not in IMPLS:
+        raise ValueError(f"dendritic impl must be one of {', '.join(map(repr, IMPLS))}; got {impl!r}")
 
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ def test_bench_dendritic_forms_compute_one_function_and_fused_keeps_less(capsys)
     torch.manual_seed(0)
     rows = dendritic.run([(2, 4, 4, 8)], runs=1, warmup=0)
     by = {r["impl"]: r for r in rows}
-    assert set(by) == {"conv(relu)", "naive", "fused"}
+    assert set(by) == {"conv(relu)", "naive", "fused", "compiled"}
     assert all(r["max_diff"] < 1e-5 for r in rows)
     assert by["fused"]["saved_mib"] < by["naive"]["saved_mib"]
     assert by["conv(relu)"]["ratio"] == 1.0 and by["naive"]["ratio"] == by["naive"]["seconds"] / by["conv(relu)"]["seconds"]

@@ -191,6 +191,43 @@ def test_fused_gradcheck_and_conv_equivalence():
     torch.testing.assert_close(m(x), c(x.relu()))
 
 
+def test_compiled_matches_fused_in_values_gradients_and_saved_memory():
+    torch.manual_seed(0)
+    m = ops.dendritic_conv(16, k=3, stride=2, bias=True, bias_init=0.5, impl="compiled").bind(Field(4))
+    f = ops.dendritic_conv(16, k=3, stride=2, bias=True, impl="fused").bind(Field(4))
+    f.load_state_dict(m.state_dict())
+    x = torch.randn(3, 4, 11, 11, requires_grad=True)
+    (ym, saved), (yf, saved_fused) = _saved_numel(m, x), _saved_numel(f, x)
+    torch.testing.assert_close(ym, yf, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ym)
+    gm = torch.autograd.grad(ym, [x, *m.parameters()], g)
+    gf = torch.autograd.grad(yf, [x, *f.parameters()], g)
+    for a, c in zip(gm, gf):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+    per_connection = 3 * 16 * (4 * 9) * 25
+    assert saved <= saved_fused < per_connection / 4  # both keep their inputs only, never ReLU(u + b)
+
+
+def test_compiled_is_counted_exactly_and_falls_back_with_a_warning(monkeypatch):
+    from operad.operators import dendritic as D
+    torch.manual_seed(0)
+    term = ops.dendritic_conv(5, k=3, impl="compiled")
+    m = term.bind(Field(3))
+    x = torch.randn(2, 3, 8, 8)
+    assert operad.count(m, x[:1]).macs == operad.cost(term, Field(3), size=(8, 8)).macs  # counted: the fused form
+
+    def broken(*a):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setitem(D._COMPILED, "fn", broken)
+    with pytest.warns(RuntimeWarning, match="running impl='fused' instead"):
+        y = m(x)
+    assert D._COMPILED["fn"] is None
+    c = ops.conv(5, k=3, bias=False).bind(Field(3))
+    c.weight.data.copy_(m.weight.data)
+    torch.testing.assert_close(y, c(x.relu()))
+
+
 # ---------------------------------------------------------------------------
 # geometry and representational power
 # ---------------------------------------------------------------------------

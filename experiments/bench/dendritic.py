@@ -1,10 +1,10 @@
-"""Dendritic convolution: the naive (B, C_out, C_in k^2, H W) form against the fused
-chunked one, with ``conv(relu(x))`` as the baseline.
+"""Dendritic convolution: the naive (B, C_out, C_in k^2, H W) form, the fused
+chunked one and the compiled (inductor) one, with ``conv(relu(x))`` as the baseline.
 
     python -m operad.experiments.bench.dendritic
     python -m operad.experiments.bench.dendritic --configs 2,4,4,8 --runs 3     # small
 
-All three compute the same function (dendrite biases 0, the conv's weights): the
+All four compute the same function (dendrite biases 0, the conv's weights): the
 table's ``max diff`` column says how close they are. Per configuration: memory
 autograd keeps for the backward pass (MiB, measured with saved-tensor hooks), the
 largest transient (analytic: the naive form builds the whole per-connection
@@ -33,7 +33,7 @@ def _forms(b: int, cin: int, cout: int, hw: int):
     x = torch.randn(b, cin, hw, hw, requires_grad=True)
     conv = ops.conv(cout, k=3, bias=False).bind(Field(cin))
     mods = {"conv(relu)": lambda: conv(x.relu())}
-    for impl in ("naive", "fused"):
+    for impl in ("naive", "fused", "compiled"):
         m = ops.dendritic_conv(cout, k=3, impl=impl).bind(Field(cin))
         m.weight.data.copy_(conv.weight.data)
         mods[impl] = (lambda mm: (lambda: mm(x)))(m)
@@ -57,7 +57,8 @@ def run(configs: Sequence[Tuple[int, int, int, int]] = CONFIGS, runs: int = 5, w
                                  runs=runs, warmup=warmup)
         j, l = cin * 9, hw * hw
         trans = {"conv(relu)": b * cout * l * 4 / 2 ** 20, "naive": b * cout * j * l * 4 / 2 ** 20,
-                 "fused": b * D._chunk(b, cout, j, l) * j * l * 4 / 2 ** 20}
+                 "fused": b * D._chunk(b, cout, j, l) * j * l * 4 / 2 ** 20,
+                 "compiled": b * cout * l * 4 / 2 ** 20}  # inductor's loops hold one output
         for name in mods:
             row = dict(config=f"B{b} C{cin}->{cout} {hw}x{hw}", impl=name, saved_mib=saved[name],
                        transient_mib=trans[name], seconds=times[name], ratio=times[name] / times["conv(relu)"],

@@ -68,7 +68,7 @@ def seq_of(items: List[Term]) -> Optional[Term]:
     return items[0] if len(items) == 1 else Seq(tuple(items))
 
 
-def _push(t: Term, state: int, heads: bool) -> Tuple[Optional[Term], int]:
+def _push(t: Term, state: int, heads: bool, impl: str) -> Tuple[Optional[Term], int]:
     """The rewrite of ``relu >> t`` (``state == _PENDING``) or of ``t`` on a
     non-negative input (``_NONNEG``) or on any input (``_NONE``): a term (None for
     the identity) that, followed by a ReLU when the returned state is pending,
@@ -76,29 +76,29 @@ def _push(t: Term, state: int, heads: bool) -> Tuple[Optional[Term], int]:
     if is_relu(t):
         return None, _PENDING
     if isinstance(t, Named):
-        inner, st = _push(t.inner, state, heads)
+        inner, st = _push(t.inner, state, heads, impl)
         return (None if inner is None else Named(inner, t.name)), st
     if isinstance(t, Repeat):
-        return _push(Seq((t.block,) * t.n), state, heads)
+        return _push(Seq((t.block,) * t.n), state, heads, impl)
     if isinstance(t, Seq):
         items: List[Term] = []
         for item in t.items:
-            new, state = _push(item, state, heads)
+            new, state = _push(item, state, heads, impl)
             if new is not None:
                 items.append(new)
         return seq_of(items), state
     fed = state == _PENDING or (state == _NONNEG and heads)
     if type(t) is Conv and t.groups == 1 and fed:
-        return DendriticConv(t.out, t.k, t.stride, t.dilation, t.bias, t.padding, t.padding_mode), _NONE
+        return DendriticConv(t.out, t.k, t.stride, t.dilation, t.bias, t.padding, t.padding_mode, impl), _NONE
     if type(t) is Linear and fed:
-        return DendriticLinear(t.out, t.bias), _NONE
+        return DendriticLinear(t.out, t.bias, impl), _NONE
     if isinstance(t, Residual):
         if state == _PENDING:
-            body, bs = _push(t.body, _PENDING, heads)
-            short, ss = _push(t._short(), _PENDING, heads)
+            body, bs = _push(t.body, _PENDING, heads, impl)
+            short, ss = _push(t._short(), _PENDING, heads, impl)
         else:
-            body, bs = _push(t.body, _NONE, heads)
-            short, ss = (None, _NONE) if t.shortcut is None else _push(t.shortcut, _NONE, heads)
+            body, bs = _push(t.body, _NONE, heads, impl)
+            short, ss = (None, _NONE) if t.shortcut is None else _push(t.shortcut, _NONE, heads, impl)
         short_t = _settle(short, ss) if (short is not None or ss == _PENDING) else None
         if isinstance(short_t, Identity):
             short_t = None
@@ -112,17 +112,19 @@ def _push(t: Term, state: int, heads: bool) -> Tuple[Optional[Term], int]:
     # anything else: settle the ReLU before it and rewrite inside it
     kids = t.children()
     if kids and not isinstance(t, (Conv, _DepthwiseMultiplier)):
-        t = t.with_children([_settle(*_push(k, _NONE, heads)) for k in kids])
+        t = t.with_children([_settle(*_push(k, _NONE, heads, impl)) for k in kids])
     return (Activation("relu") >> t if state == _PENDING else t), _NONE
 
 
-def to_dendritic(term: Term, heads: bool = True) -> Term:
+def to_dendritic(term: Term, heads: bool = True, impl: str = "fused") -> Term:
     """The dendritic version of a network: every ReLU moves onto the connections of
-    the convolution or fully connected layer it feeds (see the module docstring).
+    the convolution or fully connected layer it feeds (see the module docstring);
+    ``impl`` is the dendritic layers' implementation (``"fused"``, ``"naive"`` or
+    ``"compiled"``, see :mod:`operad.operators.dendritic`).
 
     >>> from operad import ops
     >>> to_dendritic(ops.conv(8) >> ops.relu() >> ops.global_pool() >> ops.linear(10))
     conv(8) >> relu() >> global_pool() >> dendritic_linear(10, bias=True)
     """
-    new, state = _push(term, _NONE, heads)
+    new, state = _push(term, _NONE, heads, impl)
     return _settle(new, state)
