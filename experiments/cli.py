@@ -533,7 +533,7 @@ def cmd_gpu_suite(a) -> int:
     from operad.experiments.gpu_suite import run_suite
 
     res = run_suite(a.out, budget=a.budget, smoke=a.smoke, data_root=a.data,
-                    sections=a.sections.split(",") if a.sections else None)
+                    sections=a.sections.split(",") if a.sections else None, peer=a.peer)
     failed = [s["name"] for s in res["sections"] if s["status"] == "failed"]
     print(f"gpu-suite: {len(res['sections'])} sections, failed: {', '.join(failed) or 'none'}; "
           f"report {os.path.join(a.out, 'SUITE.md')}")
@@ -691,6 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
     gs.add_argument("--smoke", action="store_true", help="every section on the CPU at tiny sizes (~1 minute)")
     gs.add_argument("--data", help="data root (default $OPERAD_DATA, ../shared/data, /tmp/data, ./data)")
     gs.add_argument("--sections", help="comma-separated subset, e.g. camvid (default: all, in order)")
+    gs.add_argument("--peer", help="the script the speed recipe races, run beside it for the measurement "
+                                   "(default .device/airbench94.py where it exists)")
     gs.set_defaults(fn=cmd_gpu_suite)
 
     rd = add("redundancy", help="per-layer gradient spectra, effective ranks and maximal pruning ratios")

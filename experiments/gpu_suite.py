@@ -9,9 +9,10 @@ KID against torch-fidelity's (where those import); (3) train/eval throughput at 
 with and without compile) of resnet18, resnet50, mobilenetv2_100, densenet121
 and ghostnet_100, beside timm's models of the same names when timm imports;
 (4) operator time ratios (grid fractional Laplacian vs depthwise 3x3, DT-CWPT
-vs a strided conv of the same output, harmonic conv vs conv, fused dendritic
-conv vs conv); (5) the CIFAR-10 speed recipe when ``cifar10_speedrun`` is
-registered; (6) ``gpu``-profile claims in the registry's priority order while
+vs a strided conv of the same output, harmonic conv vs conv, fused and compiled
+dendritic conv vs conv); (5) the CIFAR-10 speed recipe when ``cifar10_speedrun`` is
+registered, raced against a peer script (airbench94.py: ``--peer PATH``, or
+``.device/airbench94.py`` where it exists; :mod:`operad.experiments.race`); (6) ``gpu``-profile claims in the registry's priority order while
 time remains; (7) a short CamVid run of one head. A failing section records
 its error and the suite goes on; ``suite.json``, ``SUITE.md`` and the PNGs are
 rewritten after every section, so a run cut short keeps what it measured.
@@ -59,6 +60,7 @@ class Ctx:
     out: str
     data_root: str
     notes: List[str] = field(default_factory=list)
+    peer: Optional[str] = None
 
     def left(self) -> float:
         return self.deadline - time.time()
@@ -329,6 +331,8 @@ def _pairs(smoke: bool) -> Dict[str, tuple]:
             torch.randn(b, hc.tensor_channels, s, s)),
         "fused dendritic conv 3x3 / conv 3x3": (
             ops.dendritic_conv(c, k=3, impl="fused").bind(Field(c)), nn.Conv2d(c, c, 3, padding=1, bias=False), x),
+        "compiled dendritic conv 3x3 / conv 3x3": (
+            ops.dendritic_conv(c, k=3, impl="compiled").bind(Field(c)), nn.Conv2d(c, c, 3, padding=1, bias=False), x),
     }
 
 
@@ -353,11 +357,18 @@ def operator_ratios(ctx: Ctx) -> Dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- (5) speed recipe
+#: where a GPU call finds the peer script when ``--peer`` is not given (carried in .device/, never committed)
+DEFAULT_PEER = os.path.join(".device", "airbench94.py")
+
+
 def speed_recipe(ctx: Ctx) -> Dict[str, Any]:
     from operad.models import list_models
 
     if "cifar10_speedrun" not in list_models():
         return {"skipped": "cifar10_speedrun is not registered yet (the speed recipe lands separately)"}
+    peer = ctx.peer or (DEFAULT_PEER if os.path.isfile(DEFAULT_PEER) else None)
+    if peer:
+        return {"race": _race(ctx, peer)}
     from operad.experiments.train import train
 
     ov: Dict[str, Any] = {"data_root": ctx.data_root, "out_dir": os.path.join(ctx.out, "speedrun"),
@@ -366,8 +377,28 @@ def speed_recipe(ctx: Ctx) -> Dict[str, Any]:
         ov.update(subset=5, val_subset=5, epochs=1, batch_size=10, device="cpu", threads=1, measure_speed=False)
     res = train("cifar10_speedrun", ov, overwrite=True, profile="cpu" if ctx.smoke else "gpu")
     runs = res if isinstance(res, list) else [res]
+    ctx.notes.append(f"speed_recipe: no peer script ({DEFAULT_PEER} or --peer), so no race against airbench94")
     return {"runs": [{k: r.get(k) for k in ("name", "top1", "train_time_s", "train_img_per_s", "epochs")}
                      for r in runs]}
+
+
+def _race(ctx: Ctx, peer: str) -> Dict[str, Any]:
+    """The recipe against ``peer`` (airbench94.py), alternating runs on this device."""
+    from operad.experiments.config import expand_runs, load_config
+    from operad.experiments.data import load_dataset
+    from operad.experiments.race import race
+    from operad.experiments.speedrun import SMOKE, config_settings
+
+    cfg = expand_runs(load_config("cifar10_speedrun"), {"progress": False}, profile="gpu")[0]
+    settings, runs, target = config_settings(cfg)
+    sub = (SMOKE["subset"], SMOKE["val_subset"]) if ctx.smoke else (None, None)
+    train = load_dataset("cifar10", "train", ctx.data_root, sub[0])
+    test = load_dataset("cifar10", "test", ctx.data_root, sub[1])
+    if ctx.smoke:
+        settings.update({k: v for k, v in SMOKE.items() if k not in ("subset", "val_subset", "target")})
+        runs = 1
+    return race(peer, os.path.join(ctx.out, "race"), train, test, device=str(ctx.device), runs=runs,
+                target=target or 0.94, budget_s=max(ctx.left(), 1.0), warmup=not ctx.smoke, recipe=settings)
 
 
 # ----------------------------------------------------------------------------- (6) claims
@@ -437,6 +468,8 @@ def _md(res: Dict[str, Any]) -> str:
                       "|---|---|---|---|"]
             lines += [f"| {x['pair']} | {x['a_ms']:.3f} | {x['b_ms']:.3f} | {x['ratio']:.2f} |" if "error" not in x
                       else f"| {x['pair']} | error: {x['error'][:80]} | | |" for x in r["rows"]]
+        if s["name"] == "speed_recipe" and r.get("race"):
+            lines += ["", "## Speed recipe against the peer"] + _race_md(r["race"])
         if s["name"] == "correctness" and r.get("rows"):
             bad = [x for x in r["rows"] if not x["ok"]]
             lines += ["", f"## Correctness: {r['passed']}/{r['total']} passed", ""]
@@ -445,6 +478,19 @@ def _md(res: Dict[str, Any]) -> str:
     if res["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _race_md(x: Dict[str, Any]) -> List[str]:
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    goal = f"{x.get('target', 0):.4f}" + (" (the peer's own mean accuracy)" if x.get("target_is_peer_mean") else "")
+    return ["", f"Target {goal}; {x.get('runs_done', 0)} runs a side, alternating; verdict: **{x.get('verdict')}**.",
+            "", "| side | mean accuracy | mean seconds to target | runs at target |", "|---|---|---|---|",
+            f"| {x.get('peer')} | {f(x.get('peer_acc_mean'), '.4f')} | {f(x.get('peer_time_mean_s'), '.2f')} "
+            f"(whole run) | {x.get('peer_reached', 0)} |",
+            f"| operad cifar10_speedrun | {f(x.get('ours_acc_mean'), '.4f')} | "
+            f"{f(x.get('ours_time_to_target_mean_s'), '.2f')} | {x.get('ours_reached', 0)} |"]
 
 
 def _brief(s: Dict[str, Any]) -> str:
@@ -459,6 +505,8 @@ def _brief(s: Dict[str, Any]) -> str:
         return f"{r.get('passed')}/{r.get('total')} checks passed"
     if s["name"] in ("throughput", "operator_ratios"):
         return f"{len(r.get('rows', []))} rows"
+    if s["name"] == "speed_recipe" and r.get("race"):
+        return f"race against {r['race'].get('peer')}: {r['race'].get('verdict')}"
     if s["name"] == "claims":
         return ", ".join(f"{k}: {v}" for k, v in r.get("verdicts", {}).items()) or "no claim finished"
     return json.dumps(r, default=str)[:160]
@@ -474,6 +522,10 @@ def _plots(res: Dict[str, Any], out: str) -> None:
                     for x in r["rows"] if "train_img_s" in x}
             if vals:
                 plot_bars(vals, os.path.join(out, "throughput.png"), "train images/s", "training throughput")
+        race = r.get("race") if s["name"] == "speed_recipe" else None
+        if race and race.get("peer_time_mean_s") is not None and race.get("ours_time_to_target_mean_s") is not None:
+            plot_bars({race["peer"]: race["peer_time_mean_s"], "operad": race["ours_time_to_target_mean_s"]},
+                      os.path.join(out, "race.png"), f"seconds to {race['target']:.4f}", "speed recipe race")
         if s["name"] == "operator_ratios" and r.get("rows"):
             vals = {x["pair"].split(" / ")[0]: x["ratio"] for x in r["rows"] if "ratio" in x}
             if vals:
@@ -493,8 +545,10 @@ def _write(res: Dict[str, Any], out: str) -> None:
 
 
 def run_suite(out: str, budget: float = 540.0, smoke: bool = False, data_root: Optional[str] = None,
-              sections: Optional[List[str]] = None) -> Dict[str, Any]:
-    """Run the sections in order within ``budget`` seconds; returns (and writes) the suite's results."""
+              sections: Optional[List[str]] = None, peer: Optional[str] = None) -> Dict[str, Any]:
+    """Run the sections in order within ``budget`` seconds; returns (and writes) the suite's results.
+    ``peer`` is the script the speed recipe races (airbench94.py; default ``.device/airbench94.py``
+    where it exists)."""
     import datetime
 
     from tqdm.auto import tqdm
@@ -506,7 +560,9 @@ def run_suite(out: str, budget: float = 540.0, smoke: bool = False, data_root: O
     threads = torch.get_num_threads()
     if smoke:
         torch.set_num_threads(1)
-    ctx = Ctx(device, smoke, 0.0, out, find_data(data_root))
+    if peer and not os.path.isfile(peer):
+        raise FileNotFoundError(f"peer script {peer!r} not found (the speed recipe's race needs airbench94.py)")
+    ctx = Ctx(device, smoke, 0.0, out, find_data(data_root), peer=peer)
     res: Dict[str, Any] = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                            "budget_s": budget, "smoke": smoke, "device": str(device), "commit": commit_id(),
                            "data_root": ctx.data_root, "sections": [], "notes": ctx.notes}

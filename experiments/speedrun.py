@@ -53,9 +53,9 @@ from operad.operators.whiten import PatchWhitening
 SMOKE: Dict[str, Any] = {"subset": 10, "val_subset": 5, "epochs": 1.0, "batch_size": 50, "eval_batch_size": 50,
                          "whiten_images": 100, "model_args": {"widths": [16, 32, 32]}, "target": None}
 
-__all__ = ["SMOKE", "SpeedConfig", "run", "run_config", "train_speedrun", "init_whitening", "flip_mask", "alternating_flip",
-           "random_translate", "triangle", "make_optimizer", "Lookahead", "tta_views", "tta_logits", "tta_accuracy",
-           "DeviceSplit"]
+__all__ = ["SMOKE", "SpeedConfig", "run", "run_config", "config_settings", "train_speedrun", "init_whitening",
+           "flip_mask", "alternating_flip", "random_translate", "triangle", "make_optimizer", "Lookahead", "tta_views",
+           "tta_logits", "tta_accuracy", "DeviceSplit"]
 
 
 @dataclass
@@ -619,15 +619,13 @@ def run(data_root: Optional[str] = None, device="auto", runs: int = 5, target: O
     return summary
 
 
-def run_config(cfg) -> Dict[str, Any]:
-    """The recipe for an engine :class:`~operad.experiments.config.Config` with
-    ``recipe = "speedrun"`` (what ``operad train`` calls): model, data, seed,
-    batch size, momentum, label smoothing, flip, ``crop_padding`` (the
-    translation), device and ``epochs`` come from the config; the recipe's own
-    settings (``lr`` and ``weight_decay`` per 1,024 examples, ``bias_scaler``,
-    lookahead, ``tta_level``, fractional ``epochs``, and ``runs``/``target``)
-    from ``[recipe_args]``. Writes ``speedrun.json`` and ``summary.json`` to
-    ``out_dir/name``."""
+def config_settings(cfg) -> Tuple[Dict[str, Any], int, Optional[float]]:
+    """The recipe's :class:`SpeedConfig` settings, ``runs`` and ``target`` for an engine
+    :class:`~operad.experiments.config.Config` with ``recipe = "speedrun"``: model,
+    seed, batch size, momentum, label smoothing, flip, ``crop_padding`` (the
+    translation), amp and ``epochs`` come from the config; the recipe's own settings
+    (``lr`` and ``weight_decay`` per 1,024 examples, ``bias_scaler``, lookahead,
+    ``tta_level``, fractional ``epochs``, and ``runs``/``target``) from ``[recipe_args]``."""
     args = dict(cfg.recipe_args)
     runs, target = int(args.pop("runs", 1)), args.pop("target", None)
     settings = dict(model=cfg.model or "cifar10_speedrun", model_args=dict(cfg.model_args), epochs=float(cfg.epochs),
@@ -636,6 +634,15 @@ def run_config(cfg) -> Dict[str, Any]:
                     compile=cfg.compile, amp="off" if cfg.amp == "off" else ("auto" if cfg.amp == "auto" else "bf16"),
                     eval_batch_size=cfg.eval_batch_size, progress=cfg.progress)
     settings.update(args)
+    return settings, runs, target
+
+
+def run_config(cfg) -> Dict[str, Any]:
+    """The recipe for an engine :class:`~operad.experiments.config.Config` with
+    ``recipe = "speedrun"`` (what ``operad train`` calls; settings from
+    :func:`config_settings`). Writes ``speedrun.json`` and ``summary.json`` to
+    ``out_dir/name``."""
+    settings, runs, target = config_settings(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run_dir = os.path.abspath(os.path.join(cfg.out_dir, cfg.name))
