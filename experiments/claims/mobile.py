@@ -8,14 +8,19 @@ GGHOST = "Han, Guo, Wang, Wu, Xu, Xu. GhostNets on Heterogeneous Devices via Che
 SKNET = "Li, Wang, Hu, Yang. Selective Kernel Networks. CVPR 2019"
 MGIC = "Eliasof, Ephrath, Ruthotto, Treister. MGIC: Multigrid-in-Channels Neural Network Architectures. 2020"
 
+# 6,000 images a run at batch 32 (about 190 steps): at 600 images and 30 steps every arm stayed at chance
+_PROFILES = cifar_profiles(200, 3, cpu_batch=32)
+_EARLY = ("; at the cpu profile ResNet-56 is early in its training (about 17% top-1), so there the verdict says "
+          "whether the subject learns at least as fast at first, not whether it matches the converged accuracy")
+
 
 def _vs_resnet56(name, subject, paper, system, sentence, priority, run=""):
     ov = {"model": subject} if run else {}
     return Claim(name, paper, system, sentence, metric="top1", direction="noninferior", margin=0.01,
                  arms=[Arm(subject, config="efficient_vs_resnet", run=run or subject, overrides=ov),
                        Arm("resnet56", config="efficient_vs_resnet", run="resnet56")],
-                 profiles=cifar_profiles(60, 3), gpu_priority=priority,
-                 note="non-inferiority within 1 point of top-1")
+                 profiles=_PROFILES, gpu_priority=priority,
+                 note="non-inferiority within 1 point of top-1" + _EARLY)
 
 
 register(
@@ -52,7 +57,7 @@ register(
           "ResNet-56's CIFAR-10 accuracy", metric="top1", direction="noninferior", margin=0.01,
           arms=[Arm("mobilenetv2_100", config="efficient_vs_resnet", run="mobilenetv2_100"),
                 Arm("resnet56", config="efficient_vs_resnet", run="resnet56")],
-          profiles=cifar_profiles(60, 3), gpu_priority=10),
+          profiles=_PROFILES, gpu_priority=10, note="non-inferiority within 1 point of top-1" + _EARLY),
     Claim("deeplabv3_vs_lraspp_camvid", MOBILENETV2, "MobileNetV2", "Mobile DeepLabv3 (ASPP) on MobileNetV2 "
           "segments CamVid better than the LR-ASPP head", metric="miou", direction="greater",
           arms=[Arm("deeplabv3_mobilenetv2", config="camvid_segmentation", run="deeplabv3_mobilenetv2"),
