@@ -220,3 +220,25 @@ def test_results_list_unrun_claims_as_not_run(tmp_path):
     assert "`ssdlite_params`" in main and "`ssdlite_params`" not in not_run
     assert "`ssdlite_camvid_map`" in not_run and "`cutout_vs_baseline`" in not_run
     assert f"not run {len(all_claims()) - 1}" in main
+
+
+def test_commit_id_is_dirty_for_code_changes_not_for_results(tmp_path):
+    import subprocess
+
+    from operad.experiments.claims.runner import commit_id
+
+    def git(*a):
+        subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "experiments" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "experiments" / "results" / "claim.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "x")
+    clean = commit_id(str(tmp_path))
+    assert clean and "+dirty" not in clean and clean != "unknown"
+    (tmp_path / "experiments" / "results" / "claim.json").write_text('{"verdict": "reproduced"}\n')
+    assert commit_id(str(tmp_path)) == clean  # new evidence is an output, not a code change
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert commit_id(str(tmp_path)) == clean + "+dirty"

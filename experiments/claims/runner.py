@@ -99,14 +99,16 @@ def run_arm(cfg) -> Dict[str, Any]:
     return train_run(cfg, overwrite=True)
 
 
-def commit_id() -> str:
-    """The operad checkout's commit (with ``+dirty`` when it has uncommitted changes), or ``unknown``."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+def commit_id(root: Optional[str] = None) -> str:
+    """The operad checkout's commit (with ``+dirty`` when its code has uncommitted
+    changes; results under ``experiments/results/`` are outputs, not code), or ``unknown``."""
+    here = root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         c = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                            timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)experiments/results"], capture_output=True, text=True,
+                               timeout=10).stdout.strip()
         if c:
             return c + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
