@@ -208,6 +208,17 @@ def test_compiled_matches_fused_in_values_gradients_and_saved_memory():
     assert saved <= saved_fused < per_connection / 4  # both keep their inputs only, never ReLU(u + b)
 
 
+def test_compiled_inside_a_compiled_model_matches_eager():
+    torch.manual_seed(0)
+    m = (ops.dendritic_conv(6, k=3, bias_init=0.5, impl="compiled") >> ops.global_pool()).bind(Field(3))
+    x = torch.randn(2, 3, 8, 8)
+    y, yc = m(x), torch.compile(m)(x)
+    torch.testing.assert_close(yc, y, rtol=1e-5, atol=1e-5)
+    g, gc = (torch.autograd.grad(f(x).square().sum(), list(m.parameters())) for f in (m, torch.compile(m)))
+    for a, c in zip(g, gc):
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
+
+
 def test_compiled_is_counted_exactly_and_falls_back_with_a_warning(monkeypatch):
     from operad.operators import dendritic as D
     torch.manual_seed(0)
