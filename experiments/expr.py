@@ -98,7 +98,7 @@ class _Compiler:
         try:
             return self.node(tree.body)
         except RecursionError:
-            raise ExprError(f"{self.source}: the expression is nested too deeply") from None
+            raise ExprError(f"{self.source}: cannot parse the expression: it is nested too deeply") from None
 
     def syntax_error(self, e: SyntaxError) -> ExprError:
         # the wrapper's own parentheses make poor locations: re-parse the text on one
@@ -267,7 +267,10 @@ def parse_expr(text: str, num_classes: Optional[int] = None, source: str = "mode
         raise ConfigError(f"{source} must be a string, got {type(text).__name__}")
     if not text.strip():
         raise ConfigError(f"{source} is empty; {GRAMMAR}")
-    term = _run(_compile(text, source), num_classes, source)
+    try:
+        term = _run(_compile(text, source), num_classes, source)
+    except RecursionError:  # the plan is as deep as the text; how deep Python may go depends on who set the limit
+        raise ExprError(f"{source}: cannot parse the expression: it is nested too deeply") from None
     if not isinstance(term, Term):
         raise ExprError(f"{source}: {text.strip()[:60]!r} gives {type(term).__name__}, not an operad term; {GRAMMAR}")
     return term
