@@ -10,7 +10,7 @@ register(
           direction="greater",
           arms=[Arm("hnet", config="hnet_vs_cnn_rotated", run="hnet"),
                 Arm("resnet20", config="hnet_vs_cnn_rotated", run="resnet20")],
-          profiles=cifar_profiles(120, 3, cpu_lr=2e-3, val_subset=50, rotation_angles=[0, 45, 90, 180]),
+          profiles=cifar_profiles(200, 3, cpu_lr=2e-3, rotation_angles=[0, 45, 90, 180]),
           gpu_priority=1,
           note="near chance, retention tends to 1 for any model: read it with each arm's upright top-1"),
 )

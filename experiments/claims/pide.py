@@ -5,7 +5,7 @@ PAPER = "nonlocal PIDE / fractional-Laplacian networks (operad's seed papers on 
 
 _ARMS = [Arm("nonlocal_resnet20", config="nonlocal_vs_local", run="nonlocal_resnet20"),
          Arm("resnet20", config="nonlocal_vs_local", run="resnet20")]
-_PROF = cifar_profiles(100, 3, val_subset=50)
+_PROF = cifar_profiles(200, 3)
 
 register(
     Claim("pide_nonlocal_top1", PAPER, "nonlocal PIDE", "nonlocal PIDE blocks improve on the local ResNet-20 "

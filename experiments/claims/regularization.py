@@ -72,9 +72,6 @@ def _claim(method: str) -> Claim:
     config = f"regularization_{method}"
     base = {"shake_shake": "shake_shake_26_2x32d_even", "shakedrop": "pyramidnet20_a48_p0"}.get(method, _R20_BASE)
     prof, note, arm_prof = _PROF, _NOTE, {}
-    if method == "shake_shake":  # Shake-Shake-26 2x32d costs 10x ResNet-20 per image
-        prof = cifar_profiles(60, 2)
-        note = "cpu profile: 2 epochs on 600 images (the net costs 10x ResNet-20 per image); " + _NOTE
     if method == "tsla":  # hard labels for the last 30% of each profile's epochs
         arm_prof = {"smoke": {"tsla_until": 0.7}, "gpu": {"tsla_until": 0.7 * prof["gpu"]["epochs"]}}
     return Claim(f"{method}_vs_baseline", paper, system, sentence, metric="top1", direction="greater",

@@ -15,7 +15,7 @@ register(
     Claim("resnet56_vs_resnet20", PAPER, "ResNet", "ResNet-56 is more accurate than ResNet-20 on CIFAR-10 "
           "(6.97% vs 8.75% error)", metric="top1", direction="greater",
           arms=[Arm("resnet56", model="resnet56"), Arm("resnet20", model="resnet20")],
-          profiles=cifar_profiles(100, 3), gpu_priority=5,
-          note="the depth advantage appears late in a long schedule; a 4-epoch subset run mostly measures "
+          profiles=cifar_profiles(200, 3, cpu_batch=32), gpu_priority=5,
+          note="the depth advantage appears late in a long schedule; a 3-epoch subset run mostly measures "
                "early optimisation speed"),
 )

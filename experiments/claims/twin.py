@@ -14,5 +14,5 @@ register(
           "ResNet-18 on CIFAR-10 (within 1 point)", metric="top1", direction="noninferior", margin=0.01,
           arms=[Arm("twin_resnet18_cifar", config="twin_cmod_vs_resnet", run="twin_resnet18_cifar"),
                 Arm("resnet18_cifar", config="twin_cmod_vs_resnet", run="resnet18_cifar")],
-          profiles=cifar_profiles(80, 3), gpu_priority=8),
+          profiles=cifar_profiles(200, 3), gpu_priority=8),
 )
