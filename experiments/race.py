@@ -34,9 +34,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -113,20 +115,32 @@ class PeerProcess:
         self.time_key, self.acc_key, self.timeout = time_key, acc_key, timeout
         self.proc = subprocess.Popen([sys.executable, "-u", "-c", DRIVER, os.path.abspath(script)], cwd=cwd,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        hello = self._read()
+        self._lines: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        hello = self._read(timeout)
         self.columns = [c.strip() for c in hello.get("columns", [])]
 
-    def _read(self) -> Dict[str, Any]:
-        line = self.proc.stdout.readline()
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self._lines.put(line)
+        self._lines.put("")  # the child closed its output
+
+    def _read(self, timeout: float) -> Dict[str, Any]:
+        try:
+            line = self._lines.get(timeout=max(timeout, 0.1))
+        except queue.Empty:
+            self.proc.kill()
+            raise TimeoutError(f"the peer gave no answer within {timeout:.0f} s; stopped it") from None
         if not line:
-            err = self.proc.stderr.read()[-2000:] if self.proc.poll() is not None else ""
-            raise RuntimeError(f"the peer process ended without an answer: {err}")
+            self.proc.wait(timeout=30)
+            raise RuntimeError(f"the peer process ended without an answer: {self.proc.stderr.read()[-2000:]}")
         return json.loads(line)
 
-    def run(self, run: Any) -> Dict[str, Any]:
+    def run(self, run: Any, timeout: Optional[float] = None) -> Dict[str, Any]:
+        """One ``main(run)`` of the peer; stops the peer if it has not answered within ``timeout`` s."""
         self.proc.stdin.write(f"{run}\n")
         self.proc.stdin.flush()
-        ans = self._read()
+        ans = self._read(self.timeout if timeout is None else timeout)
         if "error" in ans:
             raise RuntimeError(f"the peer's main({run!r}) failed:\n{ans['error']}")
         row = _last_row(ans.get("stdout", ""), self.columns)
@@ -137,7 +151,7 @@ class PeerProcess:
         return {"acc": acc, "time_s": float(row[self.time_key]), "row": row}
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc.poll() is None and not self.proc.stdin.closed:
             self.proc.stdin.close()
             try:
                 self.proc.wait(timeout=30)
@@ -201,7 +215,7 @@ def race(peer: str, out: str, train: ArrayData, test: ArrayData, device: str = "
             if left() <= 0:
                 res["notes"].append(f"budget spent after {i} runs a side")
                 break
-            res["theirs"].append(p.run(i))
+            res["theirs"].append(p.run(i, timeout=min(p.timeout, left())))
             res["ours"].append(ours(i, warm=warmup and i == 0))
             _finish(res, target)
             _dump(res, path)

@@ -60,6 +60,17 @@ def test_peer_failures_say_what_happened(tmp_path):
             p.run(0)
 
 
+def test_a_peer_that_hangs_is_stopped(tmp_path):
+    slow = tmp_path / "slow.py"
+    slow.write_text("import time\nlogging_columns_list = ['run', 'total_time_seconds']\n"
+                    "def main(run):\n    time.sleep(600)\n")
+    p = R.PeerProcess(str(slow), str(tmp_path))
+    with pytest.raises(TimeoutError, match="no answer within 1 s"):
+        p.run(0, timeout=1)
+    assert p.proc.wait(timeout=10) is not None  # killed, not left running
+    p.close()
+
+
 def _ours(evals, final_acc, time_s, completed=True):
     return {"evals": [{"tta_acc": a, "time_s": t} for a, t in evals], "tta_acc": final_acc, "acc": final_acc,
             "time_s": time_s, "completed": completed}
