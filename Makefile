@@ -41,11 +41,12 @@ bench: install
 	$(BENCH).dendritic --configs 2,4,4,8 --runs 2 --threads 1
 	$(BENCH).rmnet --models resnet20 --batch 2 --size 16 --runs 2 --iters 1 --threads 1
 	$(BENCH).zoo --models mobilenetv2_100_cifar --runs 1 --batch 4 --threads 1 --no-gpu
-# The one-call GPU suite (operad gpu-suite; SMOKE=1 runs it on the CPU at tiny sizes)
+# The one-call GPU suite (operad gpu-suite; SMOKE=1 runs it on the CPU at tiny sizes; PEER=path/airbench94.py
+# races the speed recipe against it, by default .device/airbench94.py where it exists)
 GPU_BUDGET ?= 540
 GPU_OUT    ?= $(if $(SMOKE),runs/gpu-suite-smoke,experiments/results/gpu/$(shell date +%Y-%m-%d))
 gpu-suite: install
-	$(BIN)/operad gpu-suite --budget $(GPU_BUDGET) --out $(GPU_OUT) --data $(DATA) $(if $(SMOKE),--smoke,)
+	$(BIN)/operad gpu-suite --budget $(GPU_BUDGET) --out $(GPU_OUT) --data $(DATA) $(if $(SMOKE),--smoke,) $(if $(PEER),--peer $(PEER),)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
