@@ -25,7 +25,9 @@ Data on a GPU machine (``../shared`` may be absent): ``../shared/tools/device-da
 by git; about 55 and 34 MiB); on the GPU machine ``python3 .device/unpack.py /tmp/data``
 restores the usual layout, then ``operad gpu-suite --data /tmp/data`` (CIFAR-10), and in
 a separate call ``operad gpu-suite --sections camvid --data /tmp/data`` (CamVid). Pack and
-move one data set at a time.
+move one data set at a time. ``bash experiments/gpu_call.sh 480`` does all of it in one
+command with the GPU machine's own python3 (no registry there: nothing is installed) and
+writes into ``$OUT/gpu/DATE``.
 
 >>> from operad.experiments.gpu_suite import SECTIONS
 >>> [s[0] for s in SECTIONS][:3]

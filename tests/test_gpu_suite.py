@@ -106,3 +106,19 @@ def test_correctness_checks_converters_and_kid_where_the_libraries_import(monkey
     rows = {r["item"]: r["ok"] for r in gpu_suite._ecosystem_checks(ctx)}
     assert rows == {**{f"convert timm {n}": n != "densenet121" for n in convert.SUPPORTED},
                     "kid operad vs torch-fidelity": True}
+
+
+def test_the_gpu_call_script_runs_the_suite_without_installing_anything(shared_data, tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, UNPACK="0", OUT=str(tmp_path), DATA_DIR=shared_data, PYTHON=sys.executable, SMOKE="1")
+    r = subprocess.run(["bash", os.path.join(root, "experiments", "gpu_call.sh"), "30", "--sections", "environment"],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (day,) = os.listdir(tmp_path / "gpu")
+    with open(tmp_path / "gpu" / day / "suite.json") as f:
+        res = json.load(f)
+    assert [s["name"] for s in res["sections"]] == ["environment"] and res["smoke"]
+    assert f"outputs in {tmp_path}" in r.stdout
