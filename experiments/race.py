@@ -35,9 +35,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -186,13 +188,21 @@ def race(peer: str, out: str, train: ArrayData, test: ArrayData, device: str = "
     peer's mean accuracy where that is lower) and the verdict. ``recipe`` holds
     :class:`~operad.experiments.speedrun.SpeedConfig` settings (the published ones by
     default). Writes ``out/race.json`` after every run, so a run cut short keeps what
-    it measured.
+    it measured; the peer works in a temporary folder operad removes afterwards.
     """
-    from operad.experiments import speedrun
-
     t0 = time.perf_counter()
     os.makedirs(out, exist_ok=True)
-    write_peer_data(out, train, test)
+    work = tempfile.mkdtemp(prefix="operad-race-")  # the peer's data (~180 MB for CIFAR-10) stays out of ``out``
+    try:
+        return _race(peer, out, work, train, test, device, runs, target, budget_s, warmup, recipe, t0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _race(peer, out, work, train, test, device, runs, target, budget_s, warmup, recipe, t0) -> Dict[str, Any]:
+    from operad.experiments import speedrun
+
+    write_peer_data(work, train, test)
     settings = {**(recipe or {}), "eval_every": 1}
     res: Dict[str, Any] = {"peer": os.path.basename(peer), "runs_asked": runs, "asked_target": target,
                            "train_size": len(train), "test_size": len(test), "ours": [], "theirs": [], "notes": []}
@@ -208,7 +218,7 @@ def race(peer: str, out: str, train: ArrayData, test: ArrayData, device: str = "
         return {"seed": r["seed"], "acc": r["tta_acc"], "time_s": r["time_s"], "evals": r["evals"],
                 "completed": r["completed"], "tta_acc": r["tta_acc"], "device": s["device"], "gpu": s["gpu"]}
 
-    with PeerProcess(peer, out) as p:
+    with PeerProcess(peer, work) as p:
         if warmup:
             p.run("warmup")
         for i in range(runs):

@@ -116,6 +116,7 @@ def test_race_alternates_and_writes_as_it_goes(shared_data, tmp_path):
     assert res["target_is_peer_mean"] and res["target"] == pytest.approx(res["peer_acc_mean"])
     with open(tmp_path / "race.json") as f:
         assert json.load(f)["verdict"] == res["verdict"]
+    assert os.listdir(tmp_path) == ["race.json"]  # the peer's copy of the data lived in a removed temp folder
 
 
 def test_gpu_suite_races_the_peer(shared_data, tmp_path):
