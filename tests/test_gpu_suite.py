@@ -74,7 +74,10 @@ def test_make_gpu_suite_target_calls_the_suite():
     cmds = subprocess.run(["make", "-n", "-C", root, "gpu-suite", "SMOKE=1"], capture_output=True, text=True,
                           check=True).stdout
     line = [c for c in cmds.splitlines() if "gpu-suite" in c][-1]
-    assert "operad gpu-suite --budget 540 --out runs/gpu-suite-smoke" in line and line.endswith("--smoke")
+    assert "operad gpu-suite --budget 540 --out runs/gpu-suite-smoke" in line and line.rstrip().endswith("--smoke")
+    peer = subprocess.run(["make", "-n", "-C", root, "gpu-suite", "PEER=.device/airbench94.py"], capture_output=True,
+                          text=True, check=True).stdout
+    assert [c for c in peer.splitlines() if "gpu-suite" in c][-1].rstrip().endswith("--peer .device/airbench94.py")
     full = subprocess.run(["make", "-n", "-C", root, "gpu-suite"], capture_output=True, text=True,
                           check=True).stdout
     assert "--out experiments/results/gpu/" in full and "--smoke" not in full
