@@ -126,8 +126,11 @@ class _DendriticProduct(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        u, w, b = ctx.saved_tensors
-        g = g.to(u.dtype)  # under autocast the forward's einsum ran in bf16/fp16; gradients are in the inputs' dtype
+        u_in, w_in, b_in = ctx.saved_tensors
+        # under autocast the forward ran in bf16/fp16 and u may be bf16 while w and b are float32: the
+        # backward runs in their common (widest) type and returns each gradient in its input's type
+        ct = torch.promote_types(torch.promote_types(u_in.dtype, w_in.dtype), b_in.dtype)
+        u, w, b, g = u_in.to(ct), w_in.to(ct), b_in.to(ct), g.to(ct)
         need_u, need_w, need_b = ctx.needs_input_grad
         step = _chunk(u.shape[0], w.shape[0], u.shape[1], u.shape[2])
         gu = torch.zeros_like(u) if need_u else None
@@ -143,9 +146,9 @@ class _DendriticProduct(torch.autograd.Function):
                 gbs.append(gm.sum(dim=(0, 3)) * wc)
             if need_u:
                 gu = gu + torch.einsum("bcjl,cj->bjl", gm, wc)
-        gw = torch.cat(gws, 0) if need_w else None
-        gb = torch.cat(gbs, 0) if need_b else None
-        return gu, gw, gb
+        gw = torch.cat(gws, 0).to(w_in.dtype) if need_w else None
+        gb = torch.cat(gbs, 0).to(b_in.dtype) if need_b else None
+        return (gu.to(u_in.dtype) if need_u else None), gw, gb
 
 
 def dendritic_product(u: torch.Tensor, w: torch.Tensor, b: torch.Tensor, impl: str = "fused") -> torch.Tensor:

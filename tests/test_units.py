@@ -219,6 +219,26 @@ def test_compiled_inside_a_compiled_model_matches_eager():
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-4)
 
 
+def test_every_impl_trains_under_bf16_autocast_after_a_conv():
+    """Under autocast the conv before hands the dendritic layer a bf16 input while its own
+    weights are float32; the fused backward once mixed the two and raised."""
+    grads = {}
+    for impl in ("naive", "fused", "compiled"):
+        m = (ops.conv(8) >> ops.dendritic_conv(8, k=3, bias_init=0.5, impl=impl) >> ops.global_pool()).bind(Field(3))
+        torch.manual_seed(0)
+        for p in m.parameters():
+            p.data.copy_(0.2 * torch.randn_like(p))
+        x = torch.randn(2, 3, 8, 8)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = m(x)
+        y.float().sum().backward()
+        grads[impl] = [p.grad for p in m.parameters()]
+        assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads[impl])
+    for impl in ("fused", "compiled"):
+        for a, b in zip(grads[impl], grads["naive"]):
+            torch.testing.assert_close(a, b, rtol=0.05, atol=0.05)
+
+
 def test_compiled_is_counted_exactly_and_falls_back_with_a_warning(monkeypatch):
     from operad.operators import dendritic as D
     torch.manual_seed(0)
