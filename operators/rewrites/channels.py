@@ -115,6 +115,14 @@ class Space:
         return len(self.units) + self.fixed
 
 
+def _root(parent: List[int], u: int) -> int:
+    """The root of ``u`` in a union-find forest, halving the path on the way."""
+    while parent[u] != u:
+        parent[u] = parent[parent[u]]
+        u = parent[u]
+    return u
+
+
 class ChannelGraph:
     """Units, spaces and producers of one traced network (see the module docstring).
 
@@ -147,18 +155,10 @@ class ChannelGraph:
         return Layout(self.new(n, fixed), np.ones(n, dtype=bool))
 
     def find(self, u: int) -> int:
-        p = self._parent
-        while p[u] != u:
-            p[u] = p[p[u]]
-            u = p[u]
-        return u
+        return _root(self._parent, u)
 
     def _find_space(self, s: int) -> int:
-        p = self._space_parent
-        while p[s] != s:
-            p[s] = p[p[s]]
-            s = p[s]
-        return s
+        return _root(self._space_parent, s)
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         """Couple ``a[i]`` with ``b[i]`` for every i (their spaces merge too)."""
