@@ -215,8 +215,8 @@ def _race(peer, out, work, train, test, device, runs, target, budget_s, warmup, 
         s = speedrun.run(train_data=train, val_data=test, device=device, runs=1, target=None, warmup=warm,
                          seed=settings.get("seed", 0) + i, **{k: v for k, v in settings.items() if k != "seed"})
         r = s["runs"][0]
-        return {"seed": r["seed"], "acc": r["tta_acc"], "time_s": r["time_s"], "evals": r["evals"],
-                "completed": r["completed"], "tta_acc": r["tta_acc"], "device": s["device"], "gpu": s["gpu"]}
+        return {"seed": r["seed"], "tta_acc": r["tta_acc"], "time_s": r["time_s"], "evals": r["evals"],
+                "completed": r["completed"], "device": s["device"], "gpu": s["gpu"]}
 
     with PeerProcess(peer, work) as p:
         if warmup:
@@ -245,7 +245,7 @@ def _finish(res: Dict[str, Any], target: float) -> None:
     res.update(target=goal, target_is_peer_mean=goal != target, peer_acc_mean=peer_acc,
                peer_time_mean_s=_mean([r["time_s"] for r in theirs]),
                peer_reached=sum(r["acc"] >= goal for r in theirs),
-               ours_acc_mean=_mean([r["acc"] for r in ours]), ours_times_to_target_s=ours_t,
+               ours_acc_mean=_mean([r["tta_acc"] for r in ours]), ours_times_to_target_s=ours_t,
                ours_reached=len(reached), runs_done=min(len(ours), len(theirs)))
     all_ours = bool(ours) and len(reached) == len(ours)
     res["ours_time_to_target_mean_s"] = _mean(reached) if all_ours else None

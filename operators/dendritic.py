@@ -93,6 +93,9 @@ from typing import Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+# a dispatch mode (FlopCounterMode) sees into the fused form, not into a compiled kernel: impl="compiled" runs
+# the fused form under one
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .algebra.util import check_conv_args, pair, spectral_norm, windows_per_pixel
 from .conv import conv_out_size
@@ -169,9 +172,10 @@ def dendritic_product(u: torch.Tensor, w: torch.Tensor, b: torch.Tensor, impl: s
         return _outside_graph(u, w, b) if impl == "compiled" else _chunked(u, w, b)
     if _functorch_active(u):
         return _chunked(u, w, b)
-    if impl == "compiled" and not _dispatch_mode_active() and _compiled_reduction() is not None:
+    fn = _compiled_reduction() if impl == "compiled" and _get_current_dispatch_mode() is None else None
+    if fn is not None:
         try:
-            return _compiled_reduction()(u, w, b)
+            return fn(u, w, b)
         except Exception as e:  # no C++ compiler / Triton: say so once, then run the fused form
             _disable_compiled(e)
     return _DendriticProduct.apply(u, w, b)
@@ -185,13 +189,6 @@ def _outside_graph(u, w, b):
     # inlined into a whole compiled model, the reduction trained a dendritic ResNet-20 at 5 images/s (one
     # thread, 3.2 GiB); as its own kernel behind a graph break, at 27 (1.0 GiB)
     return dendritic_product(u, w, b, "compiled")
-
-
-def _dispatch_mode_active() -> bool:
-    # a compiled kernel is opaque to dispatch modes (FlopCounterMode counts the cost): run the fused form there
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-    return _get_current_dispatch_mode() is not None
 
 
 def _compiled_reduction():
