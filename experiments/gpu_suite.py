@@ -12,9 +12,10 @@ and ghostnet_100, beside timm's models of the same names when timm imports;
 vs a strided conv of the same output, harmonic conv vs conv, fused and compiled
 dendritic conv vs conv); (5) the CIFAR-10 speed recipe when ``cifar10_speedrun`` is
 registered, raced against a peer script (airbench94.py: ``--peer PATH``, or
-``.device/airbench94.py`` where it exists; :mod:`operad.experiments.race`); (6) ``gpu``-profile claims in the registry's priority order while
-time remains; (7) a short CamVid run of one head. A failing section records
-its error and the suite goes on; ``suite.json``, ``SUITE.md`` and the PNGs are
+``.device/airbench94.py`` where it exists; :mod:`operad.experiments.race`);
+(6) ``gpu``-profile claims in the registry's priority order while time remains;
+(7) a short CamVid run of one head. A failing section records its error and the
+suite goes on; ``suite.json``, ``SUITE.md`` and the PNGs are
 rewritten after every section, so a run cut short keeps what it measured.
 
 ``--smoke`` runs every section on the CPU at tiny sizes in about a minute

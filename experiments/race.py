@@ -26,9 +26,8 @@ The peer script is code the user names (``--peer``), run as a program, as
 ``python PEER`` would; it is never copied into operad.
 
     >>> from operad.experiments.race import parse_row
-    >>> parse_row("|  0  |  eval  |  0.1  |  0.9  |  0.93  |  0.94  |  3.5  |",
-    ...           ["run", "epoch", "train_loss", "train_acc", "val_acc", "tta_val_acc", "total_time_seconds"])
-    {'run': '0', 'epoch': 'eval', 'train_loss': '0.1', 'train_acc': '0.9', 'val_acc': '0.93', 'tta_val_acc': '0.94', 'total_time_seconds': '3.5'}
+    >>> parse_row("|  0  |  eval  |  0.94  |  3.5  |", ["run", "epoch", "tta_val_acc", "total_time_seconds"])
+    {'run': '0', 'epoch': 'eval', 'tta_val_acc': '0.94', 'total_time_seconds': '3.5'}
 """
 from __future__ import annotations
 
